@@ -1,0 +1,96 @@
+"""ghostspec: compile declarative GhostNet-family specs into Keras 3 models.
+
+Importing this package, loading, validating, lowering and costing never import TensorFlow or
+Keras; only `build` and the exporters do, lazily.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.plan import Plan, lower, make_divisible
+from ghostspec.source import Document, load_document
+from ghostspec.spec import Spec
+from ghostspec.validate import size_problems, spec_from_document
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = [
+    "Diagnostic",
+    "Document",
+    "Plan",
+    "Spec",
+    "SpecError",
+    "build",
+    "export_state_dict",
+    "load",
+    "load_document",
+    "lower",
+    "make_divisible",
+    "plan",
+]
+
+__version__ = "0.1.0"
+
+SpecSource = str | Path | Spec
+
+
+def load(
+    source: str | Path, overrides: list[str] | tuple[str, ...] = (), *, text: str | None = None
+) -> Spec:
+    """Read and validate a spec file (or `text`, named `source`). Raises SpecError."""
+    return _load(source, overrides, text)[0]
+
+
+def _load(
+    source: str | Path, overrides: list[str] | tuple[str, ...], text: str | None
+) -> tuple[Spec, Document]:
+    doc = load_document(source, overrides, text=text)
+    return spec_from_document(doc), doc
+
+
+def plan(
+    source: SpecSource,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    input_size: tuple[int | None, int | None] | None = None,
+) -> Plan:
+    """Load, validate and lower a spec (a path or a Spec) into a Plan. Raises SpecError."""
+    if isinstance(source, Spec):
+        if overrides:
+            raise ValueError("overrides apply to spec files; change the Spec object instead")
+        return lower(source, input_size)
+    spec, doc = _load(source, overrides, None)
+    result = lower(spec, input_size)
+    problems = size_problems(result, doc)
+    if problems:
+        raise SpecError(problems)
+    return result
+
+
+def build(
+    source: SpecSource | Plan,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    weights: str | Path | None = None,
+) -> keras.Model:
+    """Compile a spec (path, Spec or Plan) into a keras.Model, optionally loading weights."""
+    result = source if isinstance(source, Plan) else plan(source, overrides)
+    from ghostspec.keras import build_model
+
+    model = build_model(result)
+    if weights is not None:
+        from ghostspec.weights import load_weights
+
+        load_weights(model, result, weights)
+    return model
+
+
+def export_state_dict(model: Any, source: SpecSource | Plan | None = None) -> dict[str, Any]:
+    """The model's weights as a reference-layout state dict of numpy arrays (PyTorch layouts)."""
+    from ghostspec.weights import export_state_dict as _export
+
+    return _export(model, source)

@@ -1,0 +1,408 @@
+"""Reading spec files with the position of every node, and applying `--set` overrides.
+
+Nothing is interpreted here: the result is plain data plus a way to map a path inside it back to a
+line and column, which is what every later diagnostic needs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from ghostspec.diagnostics import Diagnostic, SpecError
+
+PathKey = str | int
+DocPath = tuple[PathKey, ...]
+
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class Override:
+    """One `--set key.path=value`, parsed."""
+
+    text: str
+    path: DocPath
+    value: Any
+
+
+@dataclass
+class Document:
+    """A loaded spec: the round-trip tree (positions), its plain data and the overrides applied."""
+
+    name: str
+    text: str
+    tree: Any
+    overrides: tuple[Override, ...] = ()
+    _lines: list[str] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self._lines = self.text.splitlines()
+
+    def data(self) -> Any:
+        """The tree as plain dicts, lists and scalars, refusing alias bombs and custom tags."""
+        walker = _PlainWalker(self)
+        result = walker.convert(self.tree, ())
+        if walker.problems:
+            raise SpecError(walker.problems)
+        return result
+
+    def diagnostic(
+        self, path: DocPath, message: str, hint: str | None = None, *, at_key: bool = False
+    ) -> Diagnostic:
+        """A diagnostic for the node at `path`: its position, or the nearest ancestor's."""
+        line, column = self.position(path, at_key=at_key)
+        override = self.override_for(path)
+        source_line = None
+        if line is not None and 0 < line <= len(self._lines):
+            source_line = self._lines[line - 1]
+        return Diagnostic(
+            file=self.name,
+            message=message,
+            path=format_path(path, self.tree),
+            line=line,
+            column=column,
+            hint=hint,
+            override=override.text if override else None,
+            source_line=source_line,
+        )
+
+    def override_for(self, path: DocPath) -> Override | None:
+        for ov in reversed(self.overrides):
+            n = min(len(ov.path), len(path))
+            if ov.path[:n] == path[:n]:
+                return ov
+        return None
+
+    def position(self, path: DocPath, *, at_key: bool = False) -> tuple[int | None, int | None]:
+        """1-based line and column of the node at `path` (of its key with `at_key`)."""
+        node = self.tree
+        best: tuple[int, int] | None = (0, 0) if isinstance(node, CommentedMap | CommentedSeq) else None
+        for i, key in enumerate(path):
+            last = i == len(path) - 1
+            if isinstance(node, CommentedSeq) and isinstance(key, str):
+                key = _column_index(key, node)
+            if isinstance(node, CommentedMap) and key in node:
+                pos = node.lc.key(key) if (last and at_key) else node.lc.value(key)
+                node = node[key]
+            elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
+                pos = node.lc.item(key)
+                node = node[key]
+            else:
+                break
+            if pos is not None and pos[0] is not None:
+                best = (pos[0], pos[1])
+        if best is None:
+            return None, None
+        return best[0] + 1, best[1] + 1
+
+
+def _column_index(name: str, row: CommentedSeq) -> str | int:
+    """A field name inside a compact row maps to its column (rows are lists of scalars)."""
+    from ghostspec.spec import ROW_COLUMNS
+
+    if name in ROW_COLUMNS and all(not isinstance(v, dict | list) for v in row):
+        return ROW_COLUMNS.index(name)
+    return name
+
+
+def format_path(path: DocPath, tree: Any = None) -> str:
+    """`stages[1][0] column 4 (stride)` for compact rows, `head.classes` for mappings."""
+    from ghostspec.spec import ROW_COLUMNS
+
+    out = ""
+    node = tree
+    for key in path:
+        if isinstance(key, int):
+            out += f"[{key}]"
+        elif isinstance(node, list) and key in ROW_COLUMNS:
+            out += f" column {ROW_COLUMNS.index(key) + 1} ({key})"
+            node = None
+            continue
+        else:
+            out += f".{key}" if out else key
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+        else:
+            node = None
+    return out
+
+
+class _PlainWalker:
+    """Converts ruamel's tree to plain data with a node budget, so alias bombs stop early."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.count = 0
+        self.problems: list[Diagnostic] = []
+        self.stopped = False
+
+    def fail(self, path: DocPath, message: str, hint: str | None = None) -> None:
+        self.problems.append(self.doc.diagnostic(path, message, hint))
+
+    def convert(self, node: Any, path: DocPath) -> Any:
+        if self.stopped:
+            return None
+        self.count += 1
+        if self.count > MAX_NODES:
+            self.stopped = True
+            self.fail(
+                path,
+                f"the document expands to more than {MAX_NODES} nodes",
+                "anchors and aliases (& and *) are expanded; a spec needs far fewer nodes",
+            )
+            return None
+        if len(path) > MAX_DEPTH:
+            self.stopped = True
+            self.fail(path, f"nesting deeper than {MAX_DEPTH} levels")
+            return None
+        tag = getattr(node, "tag", None)
+        tag_value = getattr(tag, "value", tag)
+        if isinstance(tag_value, str) and tag_value.startswith("!") and not tag_value.startswith(
+            "tag:yaml.org,2002:"
+        ):
+            self.fail(path, f"custom YAML tag {tag_value!r} is not allowed", "remove the tag")
+            return None
+        if isinstance(node, dict):
+            result: dict[Any, Any] = {}
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    self.fail(path, f"key {key!r} is not a string", "quote the key")
+                    continue
+                result[key] = self.convert(value, (*path, key))
+            return result
+        if isinstance(node, list):
+            return [self.convert(v, (*path, i)) for i, v in enumerate(node)]
+        if isinstance(node, bool) or node is None:
+            return node
+        if type(node).__name__ == "ScalarBoolean":
+            return bool(node)
+        if isinstance(node, int):
+            return int(node)
+        if isinstance(node, float):
+            return float(node)
+        if isinstance(node, str):
+            return str(node)
+        if isinstance(node, datetime.date | datetime.datetime):
+            return node.isoformat()
+        self.fail(path, f"unsupported YAML value {node!r}")
+        return None
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def _yaml_error(name: str, text: str, err: YAMLError) -> Diagnostic:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    message = f"YAML syntax: {problem}"
+    if context and isinstance(err, MarkedYAMLError):
+        message += f" ({context})"
+    hint = None
+    if "\t" in text and "tab" in str(err).lower():
+        hint = "YAML does not allow tabs for indentation; indent with spaces"
+    elif "duplicate key" in str(err).lower():
+        message = f"duplicate key: {problem}"
+        hint = "each key may appear once in a mapping; remove or rename one of them"
+    lines = text.splitlines()
+    if mark is None:
+        return Diagnostic(file=name, message=message, hint=hint)
+    line = mark.line + 1
+    return Diagnostic(
+        file=name,
+        message=message,
+        line=line,
+        column=mark.column + 1,
+        hint=hint,
+        source_line=lines[line - 1] if 0 < line <= len(lines) else None,
+    )
+
+
+def parse_text(text: str, name: str) -> Any:
+    """Parse YAML (or JSON, which is YAML) into ruamel's round-trip tree."""
+    try:
+        return _yaml().load(text)
+    except YAMLError as err:
+        raise SpecError([_yaml_error(name, text, err)]) from None
+    except RecursionError:
+        raise SpecError([Diagnostic(file=name, message="nesting is too deep to read")]) from None
+
+
+def read_text(path: Path) -> str:
+    """The file's text, with clear diagnostics for the ways reading can fail."""
+    name = str(path)
+    if not path.exists():
+        raise SpecError([Diagnostic(file=name, message="no such file", hint="check the path")])
+    if path.is_dir():
+        raise SpecError(
+            [Diagnostic(file=name, message="is a directory, not a spec file", hint="name a file")]
+        )
+    if path.suffix.lower() not in SUFFIXES:
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=name,
+                    message=f"unknown file type {path.suffix or '(none)'!r}",
+                    hint="specs are .yaml, .yml or .json files",
+                )
+            ]
+        )
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SpecError(
+                [Diagnostic(file=name, message=f"file is {size} bytes; specs are at most 1 MiB")]
+            )
+        raw = path.read_bytes()
+    except OSError as err:
+        raise SpecError([Diagnostic(file=name, message=f"cannot read: {err.strerror}")]) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        before = raw[: err.start]
+        line = before.count(b"\n") + 1
+        column = err.start - (before.rfind(b"\n") + 1) + 1
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=name,
+                    message=f"invalid UTF-8 (byte 0x{raw[err.start]:02x})",
+                    line=line,
+                    column=column,
+                    hint="save the file as UTF-8",
+                )
+            ]
+        ) from None
+
+
+def load_document(
+    source: str | Path, overrides: list[str] | tuple[str, ...] = (), *, text: str | None = None
+) -> Document:
+    """Read a spec file (or `text` named `source`) and apply overrides. Raises SpecError."""
+    name = str(source)
+    if text is None:
+        text = read_text(Path(source))
+    tree = parse_text(text, name)
+    if tree is None:
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=name,
+                    message="the file is empty",
+                    line=1,
+                    column=1,
+                    hint="a spec starts with `ghostspec: 1`, a name and its stages",
+                )
+            ]
+        )
+    if not isinstance(tree, CommentedMap):
+        kind = "list" if isinstance(tree, list) else f"{type(tree).__name__} value"
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=name,
+                    message=f"the top level must be a mapping of keys to values, not a {kind}",
+                    line=1,
+                    column=1,
+                    hint="a spec starts with `ghostspec: 1`, a name and its stages",
+                    source_line=text.splitlines()[0] if text.splitlines() else None,
+                )
+            ]
+        )
+    doc = Document(name=name, text=text, tree=tree)
+    parsed = [parse_override(o, name) for o in overrides]
+    problems = []
+    for ov in parsed:
+        problem = apply_override(tree, ov)
+        if problem:
+            problems.append(Diagnostic(file=name, message=problem, override=ov.text))
+    if problems:
+        raise SpecError(problems)
+    doc.overrides = tuple(parsed)
+    return doc
+
+
+def parse_override(text: str, file: str = "--set") -> Override:
+    """`a.b.0=value`: the value is a YAML scalar or flow collection (`[96, 96, 3]`)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=file,
+                    message=f"override {text!r} is not of the form key.path=value",
+                    hint="for example --set width=1.3 or --set stages.0.0.3=2",
+                )
+            ]
+        )
+    parts: list[PathKey] = []
+    for part in key.split("."):
+        if not part:
+            raise SpecError(
+                [Diagnostic(file=file, message=f"override {text!r} has an empty path segment")]
+            )
+        parts.append(int(part) if part.isdigit() else part)
+    try:
+        value = _yaml().load(raw) if raw.strip() else None
+    except YAMLError as err:
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=file,
+                    message=f"override {text!r}: the value is not valid YAML ({err})",
+                    override=text,
+                )
+            ]
+        ) from None
+    return Override(text=text, path=tuple(parts), value=value)
+
+
+def apply_override(tree: Any, ov: Override) -> str | None:
+    """Set the value in place; missing mapping keys are created. Returns a problem or None."""
+    node = tree
+    for i, key in enumerate(ov.path):
+        last = i == len(ov.path) - 1
+        where = ".".join(str(k) for k in ov.path[: i + 1])
+        if isinstance(node, list):
+            if not isinstance(key, int):
+                return f"{where}: {'.'.join(map(str, ov.path[:i])) or 'the top'} is a list; use an index"
+            if not 0 <= key < len(node):
+                return f"{where}: index {key} is out of range (the list has {len(node)} items)"
+            if last:
+                node[key] = ov.value
+                return None
+            node = node[key]
+        elif isinstance(node, dict):
+            key = str(key)
+            if last:
+                node[key] = ov.value
+                return None
+            if key not in node or node[key] is None:
+                node[key] = CommentedMap()
+            node = node[key]
+        else:
+            return f"{where}: cannot descend into a scalar value"
+    return None
+
+
+def dump_yaml(data: Any) -> str:
+    stream = io.StringIO()
+    _yaml().dump(data, stream)
+    return stream.getvalue()

@@ -1,0 +1,224 @@
+"""The spec language, version 1: pydantic models are the language, and defaults live here only.
+
+A block is written either as a compact row `[hidden, out, se, stride, kernel]` or as a mapping with
+those names plus optional fields. Both validate into the same `Block`.
+
+Extension point for block variants: module-level options live in `GhostSettings`. The network sets
+them under `ghost:`, a block may override any of them under its own `ghost:`, and lowering merges the
+two (see `plan.lower`). A variant (GhostNetV2's DFC attention, GhostNetV3's re-parameterised
+branches) is a new optional field of `GhostSettings` plus the plan node and builder that read it;
+rows, stages and the rest of the language stay as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+ROW_COLUMNS: tuple[str, ...] = ("hidden", "out", "se", "stride", "kernel")
+FORMAT_VERSION = 1
+MAX_CHANNELS = 100_000
+
+
+def _integral(value: Any) -> Any:
+    """Accept 16.0 as 16 (JSON Schema counts it as an integer too); never booleans."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+def _odd(value: int) -> int:
+    if value % 2 == 0:
+        raise PydanticCustomError("odd", "{value} is even; kernels must be odd", {"value": value})
+    return value
+
+
+def _one_or_two(value: int) -> int:
+    if value not in (1, 2):
+        raise PydanticCustomError("stride", "{value} is not one of 1, 2", {"value": value})
+    return value
+
+
+Int = Annotated[int, Strict(), BeforeValidator(_integral)]
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Channels = Annotated[Int, Field(ge=1, le=MAX_CHANNELS)]
+Kernel = Annotated[
+    Int, Field(ge=1, le=15, json_schema_extra={"not": {"multipleOf": 2}}), AfterValidator(_odd)
+]
+Stride = Annotated[Int, Field(json_schema_extra={"enum": [1, 2]}), AfterValidator(_one_or_two)]
+SeRatio = Annotated[Float, Field(ge=0.0, le=1.0)]
+Name = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+Activation = Literal["relu", "relu6", "hard_swish", "swish", "gelu", "linear"]
+ClassifierActivation = Literal["linear", "softmax"]
+Gate = Literal["hard_sigmoid", "sigmoid"]
+Pooling = Literal["avg", "max"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Model):
+    """What the network is fed."""
+
+    shape: tuple[
+        Annotated[Int, Field(ge=1, le=8192)] | None,
+        Annotated[Int, Field(ge=1, le=8192)] | None,
+        Annotated[Int, Field(ge=1, le=4096)],
+    ] = Field(
+        (224, 224, 3),
+        description="Height, width and channels (channels-last). Height and width may be null: "
+        "the model then accepts any size.",
+    )
+
+
+class Normalization(_Model):
+    """BatchNorm settings for every normalisation layer."""
+
+    epsilon: Annotated[Float, Field(gt=0.0, le=0.1)] = Field(
+        1e-5, description="Added to the variance; the reference uses 1e-5."
+    )
+    momentum: Annotated[Float, Field(gt=0.0, lt=1.0)] = Field(
+        0.9,
+        description="Keras convention (weight of the old running value); PyTorch's 0.1 is 0.9.",
+    )
+
+
+class GhostSettings(_Model):
+    """Ghost module settings; the extension point for block variants (see the module docstring)."""
+
+    ratio: Annotated[Int, Field(ge=2, le=8)] = Field(
+        2, description="s in the paper: output channels per intrinsic channel."
+    )
+    cheap_kernel: Kernel = Field(3, description="d in the paper: kernel of the cheap depthwise op.")
+
+
+class GhostOverride(_Model):
+    """Per-block changes to the network's ghost module settings; unset fields are inherited."""
+
+    ratio: Annotated[Int, Field(ge=2, le=8)] | None = Field(None, description="Overrides ghost.ratio.")
+    cheap_kernel: Kernel | None = Field(None, description="Overrides ghost.cheap_kernel.")
+
+
+class SqueezeExcite(_Model):
+    """Squeeze-excite settings shared by every block whose se ratio is above 0."""
+
+    gate: Gate = Field(
+        "hard_sigmoid", description="Gate function; hard_sigmoid is relu6(x + 3) / 6."
+    )
+    divisor: Annotated[Int, Field(ge=1, le=256)] = Field(
+        4, description="The reduced width is rounded to a multiple of this (make_divisible)."
+    )
+    activation: Activation = Field("relu", description="Activation between the two 1x1 convs.")
+
+
+class Stem(_Model):
+    """The first convolution, BatchNorm and activation."""
+
+    filters: Channels = Field(16, description="Output channels before the width multiplier.")
+    kernel: Kernel = Field(3, description="Kernel size.")
+    stride: Stride = Field(2, description="Stride: 1 or 2.")
+    activation: Activation | None = Field(None, description="Defaults to the network activation.")
+
+
+class Head(_Model):
+    """The last 1x1 convolution, pooling, the hidden 1x1 convolution and the classifier."""
+
+    filters: Channels = Field(
+        960, description="Width of the last 1x1 conv (blocks.N.0) before the width multiplier."
+    )
+    pooling: Pooling | None = Field(
+        "avg",
+        description="Global pooling before the hidden conv. With include_top false, null leaves "
+        "the feature map unpooled.",
+    )
+    hidden: Channels | None = Field(
+        1280, description="Width of the 1x1 conv after pooling (bias, no BN); never scaled."
+    )
+    dropout: Annotated[Float, Field(ge=0.0, lt=1.0)] = Field(
+        0.2, description="Dropout rate before the classifier."
+    )
+    classes: Annotated[Int, Field(ge=1, le=1_000_000)] = Field(
+        1000, description="Number of classifier outputs."
+    )
+    classifier_activation: ClassifierActivation = Field(
+        "linear", description="linear gives logits (as the reference does); softmax gives probabilities."
+    )
+    include_top: bool = Field(
+        True, description="False gives a feature extractor: no hidden conv and no classifier."
+    )
+    activation: Activation | None = Field(
+        None, description="Activation of the last conv and the hidden conv; defaults to the network's."
+    )
+
+
+class Block(_Model):
+    """A ghost bottleneck: ghost module, optional strided depthwise conv, optional SE, ghost module."""
+
+    hidden: Channels = Field(description="Width of the expansion (absolute, before width scaling).")
+    out: Channels = Field(description="Output channels before the width multiplier.")
+    se: SeRatio = Field(0.0, description="Squeeze-excite ratio of the hidden width; 0 means none.")
+    stride: Stride = Field(1, description="Stride: 1 or 2.")
+    kernel: Kernel = Field(3, description="Kernel of the depthwise convs (strided dw, shortcut).")
+    repeat: Annotated[Int, Field(ge=1, le=64)] = Field(
+        1, description="Repeat this block; only for stride 1."
+    )
+    activation: Activation | None = Field(
+        None, description="Activation of the first ghost module; defaults to the network's."
+    )
+    name: Name | None = Field(None, description="A label shown by inspect.")
+    ghost: GhostOverride | None = Field(
+        None, description="Ghost module settings for this block only."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            if len(data) != len(ROW_COLUMNS):
+                raise PydanticCustomError(
+                    "row_length",
+                    "a compact row has 5 columns [hidden, out, se, stride, kernel], not {n}",
+                    {"n": len(data)},
+                )
+            return dict(zip(ROW_COLUMNS, data, strict=True))
+        return data
+
+
+Stage = Annotated[list[Block], Field(min_length=1, max_length=64)]
+
+
+class Spec(_Model):
+    """A GhostNet-family network."""
+
+    ghostspec: Literal[1] = Field(description="Format version of the spec language.")
+    name: Name = Field(description="Model name; also the default output file name.")
+    description: str | None = Field(None, description="Free text.")
+    input: InputSpec = Field(InputSpec(), description="Input shape.")
+    width: Annotated[Float, Field(gt=0.0, le=10.0)] = Field(
+        1.0, description="Width multiplier applied to every channel count except head.hidden."
+    )
+    divisor: Annotated[Int, Field(ge=1, le=256)] = Field(
+        4, description="Scaled channel counts are rounded to a multiple of this (make_divisible)."
+    )
+    activation: Activation = Field("relu", description="Default activation.")
+    normalization: Normalization = Field(Normalization(), description="BatchNorm settings.")
+    ghost: GhostSettings = Field(GhostSettings(), description="Ghost module settings.")
+    se: SqueezeExcite = Field(SqueezeExcite(), description="Squeeze-excite settings.")
+    stem: Stem = Field(Stem(), description="The first convolution.")
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=64)] = Field(
+        description="A list of stages; a stage is a list of blocks, each a compact row "
+        "[hidden, out, se, stride, kernel] or a mapping."
+    )
+    head: Head = Field(Head(), description="Last conv, pooling and classifier.")

@@ -1,0 +1,227 @@
+"""Validation: a loaded document becomes a Spec, or every problem becomes a located diagnostic."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.source import DocPath, Document
+from ghostspec.spec import Block, Spec
+
+MAX_PARAMS = 1_000_000_000
+MAX_MACS = 1_000_000_000_000
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _fields_at(path: DocPath) -> list[str]:
+    """Known keys of the model at `path`, for 'did you mean' hints."""
+    model: type[BaseModel] | None = Spec
+    for key in path:
+        if model is None:
+            return []
+        if isinstance(key, int):
+            continue
+        field = model.model_fields.get(key)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+    return list(model.model_fields) if model else []
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found:
+            return found
+    for meta in getattr(annotation, "__metadata__", ()) or ():
+        found = _model_of(meta)
+        if found:
+            return found
+    origin = getattr(annotation, "__origin__", None)
+    return _model_of(origin) if origin is not None and origin is not annotation else None
+
+
+def _message(err: dict[str, Any]) -> tuple[str, str | None]:
+    """Plain-English text for a pydantic error, and a hint where one helps."""
+    kind = err["type"]
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    loc = err["loc"]
+    if kind == "missing":
+        return f"missing required field {loc[-1]!r}", None
+    if kind == "extra_forbidden":
+        known = _fields_at(tuple(loc[:-1]))
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else (
+            f"known fields: {', '.join(known)}" if known else None
+        )
+        return f"unknown field {loc[-1]!r}", hint
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected a whole number, got {_describe(value)}", None
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number, got {_describe(value)}", None
+    if kind == "finite_number":
+        return f"expected a finite number, got {_describe(value)}", None
+    if kind in ("string_type",):
+        return f"expected a string, got {_describe(value)}", None
+    if kind == "bool_type":
+        return f"expected true or false, got {_describe(value)}", None
+    if kind == "literal_error":
+        return f"{_describe(value)} is not one of {ctx.get('expected')}", None
+    if kind == "greater_than_equal":
+        return f"{value} is below the minimum {ctx['ge']}", None
+    if kind == "greater_than":
+        return f"{value} must be greater than {ctx['gt']}", None
+    if kind == "less_than_equal":
+        return f"{value} is above the maximum {ctx['le']}", None
+    if kind == "less_than":
+        return f"{value} must be less than {ctx['lt']}", None
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"expected a mapping, got {_describe(value)}", None
+    if kind in ("list_type", "tuple_type"):
+        return f"expected a list, got {_describe(value)}", None
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}", None
+    if kind == "too_long":
+        return f"allows at most {ctx.get('max_length')} item(s)", None
+    if kind == "string_pattern_mismatch":
+        return (
+            f"{value!r} is not a valid name",
+            "use letters, digits, '_', '.', '-' (starting with a letter or digit), at most 64",
+        )
+    if kind == "row_length":
+        return err["msg"], "write all five columns, or use the mapping form {hidden: .., out: ..}"
+    return err["msg"], None
+
+
+def _strip_loc(loc: tuple[Any, ...]) -> DocPath:
+    """Drop pydantic's internal union tags (`function-after[...]`, `int`) from an error location."""
+    out: list[Any] = []
+    for part in loc:
+        if isinstance(part, str) and ("[" in part or part in ("int", "float", "str", "none")):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def spec_from_document(doc: Document) -> Spec:
+    """Validate the document into a Spec, with schema and semantic diagnostics. Raises SpecError."""
+    data = doc.data()
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        diagnostics: list[Diagnostic] = []
+        for err in exc.errors():
+            path = _strip_loc(err["loc"])
+            message, hint = _message(err)
+            at_key = err["type"] == "extra_forbidden"
+            diagnostics.append(doc.diagnostic(path, message, hint, at_key=at_key))
+        raise SpecError(_dedupe(diagnostics)) from None
+    problems = semantic_problems(spec, doc)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for d in diagnostics:
+        key = (d.line, d.column, d.path, d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def total_stride(spec: Spec) -> int:
+    stride = spec.stem.stride
+    for stage in spec.stages:
+        for block in stage:
+            stride *= block.stride
+    return stride
+
+
+def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
+    """Rules the schema cannot express, each reported on the offending node."""
+    problems: list[Diagnostic] = []
+    for s, stage in enumerate(spec.stages):
+        for j, block in enumerate(stage):
+            problems.extend(_block_problems(block, ("stages", s, j), doc))
+    if spec.head.include_top and spec.head.pooling is None:
+        problems.append(
+            doc.diagnostic(
+                ("head", "pooling"),
+                "a classifier needs global pooling",
+                "set head.pooling to avg or max, or set head.include_top to false",
+            )
+        )
+    stride = total_stride(spec)
+    for axis, size in enumerate(spec.input.shape[:2]):
+        if size is not None and size < stride:
+            problems.append(
+                doc.diagnostic(
+                    ("input", "shape", axis),
+                    f"{'height' if axis == 0 else 'width'} {size} is smaller than the network's "
+                    f"total stride {stride}",
+                    f"use an input of at least {stride}x{stride}, or fewer stride-2 blocks",
+                )
+            )
+    return problems
+
+
+def _block_problems(block: Block, path: DocPath, doc: Document) -> list[Diagnostic]:
+    if block.repeat > 1 and block.stride == 2:
+        return [
+            doc.diagnostic(
+                (*path, "repeat"),
+                f"repeat {block.repeat} with stride 2 is ambiguous: every copy would halve the size",
+                "write the stride-2 block once, then a stride-1 block with the repeat",
+            )
+        ]
+    return []
+
+
+def size_problems(plan: Any, doc: Document) -> list[Diagnostic]:
+    """Refuse absurd networks before any memory is spent on them."""
+    problems = []
+    if plan.params > MAX_PARAMS:
+        node = max(plan.nodes, key=lambda n: n.params)
+        problems.append(
+            doc.diagnostic(
+                node.source,
+                f"the network would have {plan.params:,} parameters (limit {MAX_PARAMS:,}); "
+                f"the largest node, {node.name}, has {node.params:,}",
+                "lower the width multiplier or the channel counts",
+            )
+        )
+    if plan.macs is not None and plan.macs > MAX_MACS:
+        node = max(plan.nodes, key=lambda n: n.macs or 0)
+        problems.append(
+            doc.diagnostic(
+                node.source,
+                f"the network would need {plan.macs:,} multiply-adds (limit {MAX_MACS:,}); "
+                f"the largest node, {node.name}, needs {node.macs:,}",
+                "lower the input size, the width multiplier or the channel counts",
+            )
+        )
+    return problems
+
