@@ -6,6 +6,7 @@ line and column, which is what every later diagnostic needs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class Override:
     text: str
     path: DocPath
     value: Any
+    created: bool = False
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Document:
         """A diagnostic for the node at `path`: its position, or the nearest ancestor's."""
         line, column = self.position(path, at_key=at_key)
         override = self.override_for(path)
+        if override is not None and override.created:
+            line = column = None
         source_line = None
         if line is not None and 0 < line <= len(self._lines):
             source_line = self._lines[line - 1]
@@ -78,11 +82,29 @@ class Document:
         )
 
     def override_for(self, path: DocPath) -> Override | None:
+        """The last override that set this node, one of its parents or one of its children."""
+        resolved = self.resolve(path)
         for ov in reversed(self.overrides):
-            n = min(len(ov.path), len(path))
-            if ov.path[:n] == path[:n]:
+            n = min(len(ov.path), len(resolved))
+            if ov.path[:n] == resolved[:n]:
                 return ov
         return None
+
+    def resolve(self, path: DocPath) -> DocPath:
+        """The path with compact-row field names turned into column indices."""
+        node = self.tree
+        out: list[PathKey] = []
+        for key in path:
+            if isinstance(node, CommentedSeq) and isinstance(key, str):
+                key = _column_index(key, node)
+            out.append(key)
+            if isinstance(node, dict) and key in node:
+                node = node[key]
+            elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+                node = node[key]
+            else:
+                node = None
+        return tuple(out)
 
     def position(self, path: DocPath, *, at_key: bool = False) -> tuple[int | None, int | None]:
         """1-based line and column of the node at `path` (of its key with `at_key`)."""
@@ -93,10 +115,10 @@ class Document:
             if isinstance(node, CommentedSeq) and isinstance(key, str):
                 key = _column_index(key, node)
             if isinstance(node, CommentedMap) and key in node:
-                pos = node.lc.key(key) if (last and at_key) else node.lc.value(key)
+                pos = _lookup(node.lc.key if (last and at_key) else node.lc.value, key)
                 node = node[key]
             elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
-                pos = node.lc.item(key)
+                pos = _lookup(node.lc.item, key)
                 node = node[key]
             else:
                 break
@@ -105,6 +127,14 @@ class Document:
         if best is None:
             return None, None
         return best[0] + 1, best[1] + 1
+
+
+def _lookup(getter: Any, key: Any) -> tuple[int, int] | None:
+    """ruamel's recorded position, or None for nodes an override created."""
+    try:
+        return getter(key)
+    except (KeyError, IndexError, TypeError):
+        return None
 
 
 def _column_index(name: str, row: CommentedSeq) -> str | int:
@@ -326,16 +356,31 @@ def load_document(
             ]
         )
     doc = Document(name=name, text=text, tree=tree)
-    parsed = [parse_override(o, name) for o in overrides]
+    applied = []
     problems = []
-    for ov in parsed:
+    for text_ in overrides:
+        ov = parse_override(text_, name)
+        created = not _exists(tree, ov.path)
         problem = apply_override(tree, ov)
         if problem:
             problems.append(Diagnostic(file=name, message=problem, override=ov.text))
+        applied.append(dataclasses.replace(ov, created=created))
     if problems:
         raise SpecError(problems)
-    doc.overrides = tuple(parsed)
+    doc.overrides = tuple(applied)
     return doc
+
+
+def _exists(tree: Any, path: DocPath) -> bool:
+    node = tree
+    for key in path:
+        if isinstance(node, dict) and str(key) in node:
+            node = node[str(key)]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+        else:
+            return False
+    return True
 
 
 def parse_override(text: str, file: str = "--set") -> Override:

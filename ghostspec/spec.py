@@ -49,14 +49,32 @@ def _one_or_two(value: int) -> int:
     return value
 
 
-Int = Annotated[int, Strict(), BeforeValidator(_integral)]
-Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-Channels = Annotated[Int, Field(ge=1, le=MAX_CHANNELS)]
+def integer(**bounds: Any) -> Any:
+    """A strict integer type with bounds that JSON Schema sees as minimum/maximum."""
+    return Annotated[int, Strict(), Field(**bounds), BeforeValidator(_integral)]
+
+
+def number(**bounds: Any) -> Any:
+    """A strict, finite float type (integers are accepted) with bounds."""
+    return Annotated[float, Strict(), Field(allow_inf_nan=False, **bounds)]
+
+
+Channels = integer(ge=1, le=MAX_CHANNELS)
 Kernel = Annotated[
-    Int, Field(ge=1, le=15, json_schema_extra={"not": {"multipleOf": 2}}), AfterValidator(_odd)
+    int,
+    Strict(),
+    Field(ge=1, le=15, json_schema_extra={"not": {"multipleOf": 2}}),
+    BeforeValidator(_integral),
+    AfterValidator(_odd),
 ]
-Stride = Annotated[Int, Field(json_schema_extra={"enum": [1, 2]}), AfterValidator(_one_or_two)]
-SeRatio = Annotated[Float, Field(ge=0.0, le=1.0)]
+Stride = Annotated[
+    int,
+    Strict(),
+    Field(json_schema_extra={"enum": [1, 2]}),
+    BeforeValidator(_integral),
+    AfterValidator(_one_or_two),
+]
+SeRatio = number(ge=0.0, le=1.0)
 Name = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 Activation = Literal["relu", "relu6", "hard_swish", "swish", "gelu", "linear"]
@@ -73,9 +91,9 @@ class InputSpec(_Model):
     """What the network is fed."""
 
     shape: tuple[
-        Annotated[Int, Field(ge=1, le=8192)] | None,
-        Annotated[Int, Field(ge=1, le=8192)] | None,
-        Annotated[Int, Field(ge=1, le=4096)],
+        integer(ge=1, le=8192) | None,
+        integer(ge=1, le=8192) | None,
+        integer(ge=1, le=4096),
     ] = Field(
         (224, 224, 3),
         description="Height, width and channels (channels-last). Height and width may be null: "
@@ -86,10 +104,10 @@ class InputSpec(_Model):
 class Normalization(_Model):
     """BatchNorm settings for every normalisation layer."""
 
-    epsilon: Annotated[Float, Field(gt=0.0, le=0.1)] = Field(
+    epsilon: number(gt=0.0, le=0.1) = Field(
         1e-5, description="Added to the variance; the reference uses 1e-5."
     )
-    momentum: Annotated[Float, Field(gt=0.0, lt=1.0)] = Field(
+    momentum: number(gt=0.0, lt=1.0) = Field(
         0.9,
         description="Keras convention (weight of the old running value); PyTorch's 0.1 is 0.9.",
     )
@@ -98,7 +116,7 @@ class Normalization(_Model):
 class GhostSettings(_Model):
     """Ghost module settings; the extension point for block variants (see the module docstring)."""
 
-    ratio: Annotated[Int, Field(ge=2, le=8)] = Field(
+    ratio: integer(ge=2, le=8) = Field(
         2, description="s in the paper: output channels per intrinsic channel."
     )
     cheap_kernel: Kernel = Field(3, description="d in the paper: kernel of the cheap depthwise op.")
@@ -107,7 +125,7 @@ class GhostSettings(_Model):
 class GhostOverride(_Model):
     """Per-block changes to the network's ghost module settings; unset fields are inherited."""
 
-    ratio: Annotated[Int, Field(ge=2, le=8)] | None = Field(None, description="Overrides ghost.ratio.")
+    ratio: integer(ge=2, le=8) | None = Field(None, description="Overrides ghost.ratio.")
     cheap_kernel: Kernel | None = Field(None, description="Overrides ghost.cheap_kernel.")
 
 
@@ -117,7 +135,7 @@ class SqueezeExcite(_Model):
     gate: Gate = Field(
         "hard_sigmoid", description="Gate function; hard_sigmoid is relu6(x + 3) / 6."
     )
-    divisor: Annotated[Int, Field(ge=1, le=256)] = Field(
+    divisor: integer(ge=1, le=256) = Field(
         4, description="The reduced width is rounded to a multiple of this (make_divisible)."
     )
     activation: Activation = Field("relu", description="Activation between the two 1x1 convs.")
@@ -146,10 +164,10 @@ class Head(_Model):
     hidden: Channels | None = Field(
         1280, description="Width of the 1x1 conv after pooling (bias, no BN); never scaled."
     )
-    dropout: Annotated[Float, Field(ge=0.0, lt=1.0)] = Field(
+    dropout: number(ge=0.0, lt=1.0) = Field(
         0.2, description="Dropout rate before the classifier."
     )
-    classes: Annotated[Int, Field(ge=1, le=1_000_000)] = Field(
+    classes: integer(ge=1, le=1_000_000) = Field(
         1000, description="Number of classifier outputs."
     )
     classifier_activation: ClassifierActivation = Field(
@@ -171,7 +189,7 @@ class Block(_Model):
     se: SeRatio = Field(0.0, description="Squeeze-excite ratio of the hidden width; 0 means none.")
     stride: Stride = Field(1, description="Stride: 1 or 2.")
     kernel: Kernel = Field(3, description="Kernel of the depthwise convs (strided dw, shortcut).")
-    repeat: Annotated[Int, Field(ge=1, le=64)] = Field(
+    repeat: integer(ge=1, le=64) = Field(
         1, description="Repeat this block; only for stride 1."
     )
     activation: Activation | None = Field(
@@ -206,10 +224,10 @@ class Spec(_Model):
     name: Name = Field(description="Model name; also the default output file name.")
     description: str | None = Field(None, description="Free text.")
     input: InputSpec = Field(InputSpec(), description="Input shape.")
-    width: Annotated[Float, Field(gt=0.0, le=10.0)] = Field(
+    width: number(gt=0.0, le=10.0) = Field(
         1.0, description="Width multiplier applied to every channel count except head.hidden."
     )
-    divisor: Annotated[Int, Field(ge=1, le=256)] = Field(
+    divisor: integer(ge=1, le=256) = Field(
         4, description="Scaled channel counts are rounded to a multiple of this (make_divisible)."
     )
     activation: Activation = Field("relu", description="Default activation.")

@@ -1,0 +1,134 @@
+"""Cost reports read from a Plan: one row per node, plus totals. No numbers are computed here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ghostspec.plan import Bottleneck, Classifier, ConvNode, Head, Node, Plan, Size
+
+
+def _size(size: Size) -> str:
+    h, w = size
+    return f"{'?' if h is None else h}x{'?' if w is None else w}"
+
+
+def node_row(node: Node) -> dict[str, Any]:
+    """The fields of one inspect row, as plain data."""
+    row: dict[str, Any] = {
+        "name": node.name,
+        "kind": node.kind,
+        "label": None,
+        "in": node.cin,
+        "hidden": None,
+        "out": node.cout,
+        "kernel": None,
+        "stride": None,
+        "se": None,
+        "shortcut": None,
+        "activation": None,
+        "output": list(node.out_size),
+        "params": node.params,
+        "macs": node.macs,
+    }
+    if isinstance(node, ConvNode):
+        row.update(kernel=node.op.conv.kernel, stride=node.op.conv.stride)
+        row["activation"] = node.op.activation
+    elif isinstance(node, Bottleneck):
+        row.update(
+            label=node.label,
+            hidden=node.hidden,
+            kernel=node.kernel,
+            stride=node.stride,
+            se=node.se.reduced if node.se else None,
+            shortcut=node.shortcut_kind,
+            activation=node.activation,
+        )
+    elif isinstance(node, Head):
+        row.update(kernel=1 if node.conv else None, activation=node.activation)
+        row["pooling"] = node.pooling
+    elif isinstance(node, Classifier):
+        row.update(activation=node.activation, output=[node.cout])
+    return row
+
+
+def plan_report(plan: Plan) -> dict[str, Any]:
+    return {
+        "name": plan.name,
+        "input_shape": list(plan.input_shape),
+        "output_shape": list(plan.output_shape),
+        "width": plan.width,
+        "params": plan.params,
+        "buffers": plan.buffers,
+        "macs": plan.macs,
+        "nodes": [node_row(n) for n in plan.nodes],
+    }
+
+
+def _int(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def table_rows(plan: Plan) -> list[list[str]]:
+    """Cells of the inspect table, shared by the terminal and Markdown renderings."""
+    rows = []
+    for node in plan.nodes:
+        r = node_row(node)
+        channels = f"{r['in']} -> {r['hidden']} -> {r['out']}" if r["hidden"] else (
+            f"{r['in']} -> {r['out']}"
+        )
+        output = "x".join("?" if v is None else str(v) for v in r["output"])
+        rows.append(
+            [
+                r["name"] + (f" ({r['label']})" if r["label"] else ""),
+                channels,
+                "-" if r["kernel"] is None else str(r["kernel"]),
+                "-" if r["stride"] is None else str(r["stride"]),
+                "-" if r["se"] is None else str(r["se"]),
+                r["shortcut"] or "-",
+                output,
+                _int(r["params"]),
+                _int(r["macs"]),
+            ]
+        )
+    return rows
+
+
+COLUMNS = ["node", "in -> hidden -> out", "k", "s", "SE", "shortcut", "output", "params", "MACs"]
+
+
+def totals_line(plan: Plan) -> str:
+    macs = "unknown (dynamic input; pass --input-size H W)" if plan.macs is None else (
+        f"{plan.macs:,} ({plan.macs / 1e6:.1f} M)"
+    )
+    shape = "x".join("?" if v is None else str(v) for v in plan.input_shape)
+    return (
+        f"{plan.name}: input {shape}, {plan.params:,} parameters "
+        f"({plan.params / 1e6:.2f} M) + {plan.buffers:,} BatchNorm statistics, "
+        f"{macs} multiply-adds"
+    )
+
+
+def render_table(plan: Plan) -> str:
+    """A terminal table through rich (imported here: only inspect pays for it)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=plan.name, title_justify="left")
+    for i, column in enumerate(COLUMNS):
+        table.add_column(column, justify="right" if i >= 7 else "left", no_wrap=True)
+    for row in table_rows(plan):
+        table.add_row(*row)
+    table.add_section()
+    table.add_row("total", "", "", "", "", "", "", _int(plan.params), _int(plan.macs))
+    console = Console(width=140, record=True, force_terminal=False, color_system=None)
+    with console.capture() as capture:
+        console.print(table)
+    return capture.get() + totals_line(plan)
+
+
+def render_markdown(plan: Plan) -> str:
+    """The inspect table as GitHub-flavoured Markdown, for READMEs and papers."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(plan)]
+    lines.append(f"| **total** |  |  |  |  |  |  | {_int(plan.params)} | {_int(plan.macs)} |")
+    return "\n".join(lines) + "\n\n" + totals_line(plan)
