@@ -90,10 +90,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             {"file": spec, "name": plan.name, "blocks": len(plan.blocks), "params": plan.params}
         )
     if args.format == "json":
-        print(json.dumps({"valid": valid, "diagnostics": [d.to_json() for d in problems]}, indent=2))
+        print(
+            json.dumps({"valid": valid, "diagnostics": [d.to_json() for d in problems]}, indent=2)
+        )
     else:
         for v in valid:
-            print(f"{v['file']}: ok ({v['name']}, {v['blocks']} blocks, {v['params']:,} parameters)")
+            print(
+                f"{v['file']}: ok ({v['name']}, {v['blocks']} blocks, {v['params']:,} parameters)"
+            )
         if problems:
             print(render_text(problems), file=sys.stderr)
     return EXIT_INVALID if problems else EXIT_OK
@@ -179,7 +183,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     output = Path(args.output or f"{plan.name}.keras")
     if output.suffix != ".keras":
         raise SpecError(
-            [Diagnostic(file=str(output), message="the output must end in .keras", hint="-o x.keras")]
+            [
+                Diagnostic(
+                    file=str(output), message="the output must end in .keras", hint="-o x.keras"
+                )
+            ]
         )
     model = ghostspec.build(plan, weights=args.weights)
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)

@@ -30,9 +30,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             ]
         )
     if target.is_dir():
-        raise SpecError(
-            [Diagnostic(file=str(target), message="cannot write: it is a directory")]
-        )
+        raise SpecError([Diagnostic(file=str(target), message="cannot write: it is a directory")])
     try:
         fd, name = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=directory

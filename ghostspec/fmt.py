@@ -1,8 +1,8 @@
 """`ghostspec fmt`: one canonical layout, comments kept, through ruamel's round trip.
 
 The layout: two-space mappings, sequences indented under their key, every list of scalars (a
-compact row, an input shape) on one line, every mapping-form block on one line, a one-block stage as
-`[[...]]` and a longer stage one block per line. Everything else keeps the author's style.
+compact row, an input shape) on one line, every block (row or mapping) on one line, a one-block
+stage as `[[...]]` and a longer stage one block per line. Everything else keeps the author's style.
 """
 
 from __future__ import annotations
@@ -40,14 +40,20 @@ def _canonicalise(node: Any, in_stages: bool = False, depth: int = 0) -> None:
         _canonicalise(value, depth=depth + 1)
 
 
+def _flow(node: Any) -> None:
+    """One line for a block and everything inside it."""
+    node.fa.set_flow_style()
+    for value in node.values() if isinstance(node, dict) else node:
+        if isinstance(value, CommentedSeq | CommentedMap):
+            _flow(value)
+
+
 def _canonicalise_stage(stage: Any) -> None:
     if not isinstance(stage, CommentedSeq):
         return
     for block in stage:
-        if isinstance(block, CommentedSeq | CommentedMap) and all(
-            _scalar(v) for v in (block if isinstance(block, list) else block.values())
-        ):
-            block.fa.set_flow_style()
+        if isinstance(block, CommentedSeq | CommentedMap):
+            _flow(block)
     if len(stage) == 1 and isinstance(stage[0], CommentedSeq | CommentedMap):
         stage.fa.set_flow_style()
     else:
@@ -62,7 +68,7 @@ def format_text(text: str, name: str) -> str:
     _canonicalise(tree)
     yaml = YAML(typ="rt")
     yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.width = 100
+    yaml.width = 4096  # a block stays on one line, however long
     yaml.preserve_quotes = True
     stream = io.StringIO()
     yaml.dump(tree, stream)
@@ -77,11 +83,15 @@ def _tighten_nested_lists(text: str) -> str:
     for line in lines:
         stripped = line.lstrip(" ")
         indent = len(line) - len(stripped)
-        if stripped.startswith("-   - "):
+        if stripped.startswith(("-   - [", "-   - {")):
             out.append(" " * indent + "- - " + stripped[len("-   - ") :])
             inner_indent = indent + 2
             continue
-        if inner_indent is not None and indent == inner_indent + 2 and stripped.startswith("- "):
+        if (
+            inner_indent is not None
+            and indent == inner_indent + 2
+            and stripped.startswith(("- [", "- {"))
+        ):
             out.append(" " * inner_indent + stripped)
             continue
         inner_indent = None

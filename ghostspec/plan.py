@@ -524,7 +524,9 @@ class _Lowering:
             index = 0
             for j, block in enumerate(stage):
                 for _ in range(block.repeat):
-                    node = self.block(block, f"blocks.{s}.{index}", ("stages", s, j), channels, size)
+                    node = self.block(
+                        block, f"blocks.{s}.{index}", ("stages", s, j), channels, size
+                    )
                     nodes.append(node)
                     channels, size = node.cout, node.out_size
                     index += 1

@@ -73,8 +73,10 @@ def table_rows(plan: Plan) -> list[list[str]]:
     rows = []
     for node in plan.nodes:
         r = node_row(node)
-        channels = f"{r['in']} -> {r['hidden']} -> {r['out']}" if r["hidden"] else (
-            f"{r['in']} -> {r['out']}"
+        channels = (
+            f"{r['in']} -> {r['hidden']} -> {r['out']}"
+            if r["hidden"]
+            else (f"{r['in']} -> {r['out']}")
         )
         output = "x".join("?" if v is None else str(v) for v in r["output"])
         rows.append(
@@ -97,8 +99,10 @@ COLUMNS = ["node", "in -> hidden -> out", "k", "s", "SE", "shortcut", "output", 
 
 
 def totals_line(plan: Plan) -> str:
-    macs = "unknown (dynamic input; pass --input-size H W)" if plan.macs is None else (
-        f"{plan.macs:,} ({plan.macs / 1e6:.1f} M)"
+    macs = (
+        "unknown (dynamic input; pass --input-size H W)"
+        if plan.macs is None
+        else (f"{plan.macs:,} ({plan.macs / 1e6:.1f} M)")
     )
     shape = "x".join("?" if v is None else str(v) for v in plan.input_shape)
     return (

@@ -109,7 +109,9 @@ class Document:
     def position(self, path: DocPath, *, at_key: bool = False) -> tuple[int | None, int | None]:
         """1-based line and column of the node at `path` (of its key with `at_key`)."""
         node = self.tree
-        best: tuple[int, int] | None = (0, 0) if isinstance(node, CommentedMap | CommentedSeq) else None
+        best: tuple[int, int] | None = (
+            (0, 0) if isinstance(node, CommentedMap | CommentedSeq) else None
+        )
         for i, key in enumerate(path):
             last = i == len(path) - 1
             if isinstance(node, CommentedSeq) and isinstance(key, str):
@@ -200,8 +202,10 @@ class _PlainWalker:
             return None
         tag = getattr(node, "tag", None)
         tag_value = getattr(tag, "value", tag)
-        if isinstance(tag_value, str) and tag_value.startswith("!") and not tag_value.startswith(
-            "tag:yaml.org,2002:"
+        if (
+            isinstance(tag_value, str)
+            and tag_value.startswith("!")
+            and not tag_value.startswith("tag:yaml.org,2002:")
         ):
             self.fail(path, f"custom YAML tag {tag_value!r} is not allowed", "remove the tag")
             return None

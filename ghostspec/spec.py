@@ -164,20 +164,18 @@ class Head(_Model):
     hidden: Channels | None = Field(
         1280, description="Width of the 1x1 conv after pooling (bias, no BN); never scaled."
     )
-    dropout: number(ge=0.0, lt=1.0) = Field(
-        0.2, description="Dropout rate before the classifier."
-    )
-    classes: integer(ge=1, le=1_000_000) = Field(
-        1000, description="Number of classifier outputs."
-    )
+    dropout: number(ge=0.0, lt=1.0) = Field(0.2, description="Dropout rate before the classifier.")
+    classes: integer(ge=1, le=1_000_000) = Field(1000, description="Number of classifier outputs.")
     classifier_activation: ClassifierActivation = Field(
-        "linear", description="linear gives logits (as the reference does); softmax gives probabilities."
+        "linear",
+        description="linear gives logits (as the reference does); softmax gives probabilities.",
     )
     include_top: bool = Field(
         True, description="False gives a feature extractor: no hidden conv and no classifier."
     )
     activation: Activation | None = Field(
-        None, description="Activation of the last conv and the hidden conv; defaults to the network's."
+        None,
+        description="Activation of the last conv and the hidden conv; defaults to the network's.",
     )
 
 
@@ -189,9 +187,7 @@ class Block(_Model):
     se: SeRatio = Field(0.0, description="Squeeze-excite ratio of the hidden width; 0 means none.")
     stride: Stride = Field(1, description="Stride: 1 or 2.")
     kernel: Kernel = Field(3, description="Kernel of the depthwise convs (strided dw, shortcut).")
-    repeat: integer(ge=1, le=64) = Field(
-        1, description="Repeat this block; only for stride 1."
-    )
+    repeat: integer(ge=1, le=64) = Field(1, description="Repeat this block; only for stride 1.")
     activation: Activation | None = Field(
         None, description="Activation of the first ghost module; defaults to the network's."
     )

@@ -70,8 +70,10 @@ def _message(err: dict[str, Any]) -> tuple[str, str | None]:
     if kind == "extra_forbidden":
         known = _fields_at(tuple(loc[:-1]))
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else (
-            f"known fields: {', '.join(known)}" if known else None
+        hint = (
+            f"did you mean {close[0]!r}?"
+            if close
+            else (f"known fields: {', '.join(known)}" if known else None)
         )
         return f"unknown field {loc[-1]!r}", hint
     if kind in ("int_type", "int_parsing", "int_from_float"):
@@ -99,7 +101,10 @@ def _message(err: dict[str, Any]) -> tuple[str, str | None]:
     if kind in ("list_type", "tuple_type"):
         return f"expected a list, got {_describe(value)}", None
     if kind == "too_short":
-        return f"needs at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}", None
+        return (
+            f"needs at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}",
+            None,
+        )
     if kind == "too_long":
         return f"allows at most {ctx.get('max_length')} item(s)", None
     if kind == "string_pattern_mismatch":
@@ -224,4 +229,3 @@ def size_problems(plan: Any, doc: Document) -> list[Diagnostic]:
             )
         )
     return problems
-
