@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
 
+    p = commands.add_parser("plot", help="draw the network block by block (SVG or PNG)")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", required=True, metavar="arch.svg|arch.png")
+    _add_overrides(p)
+
     p = commands.add_parser("build", help="compile a spec into a Keras model file (.keras)")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("-o", "--output", metavar="OUT.keras", help="default: <spec name>.keras")
@@ -175,6 +180,16 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return EXIT_FAULT if (args.check and changed) else EXIT_OK
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    import ghostspec
+    from ghostspec.plot import plot_plan
+
+    plan = ghostspec.plan(args.spec, args.overrides)
+    plot_plan(plan, args.output)
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     import ghostspec
     from ghostspec.files import write_with
@@ -233,6 +248,7 @@ COMMANDS = {
     "inspect": cmd_inspect,
     "schema": cmd_schema,
     "fmt": cmd_fmt,
+    "plot": cmd_plot,
     "build": cmd_build,
 }
 

@@ -26,6 +26,9 @@ MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
 MAX_DEPTH = 64
 SUFFIXES = (".yaml", ".yml", ".json")
+CORE_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,12 @@ class Document:
         """A diagnostic for the node at `path`: its position, or the nearest ancestor's."""
         line, column = self.position(path, at_key=at_key)
         override = self.override_for(path)
-        if override is not None and override.created:
-            line = column = None
+        if override is not None:
+            inside = len(override.path) < len(self.resolve(path))
+            if override.created:
+                line = column = None
+            elif inside:
+                line, column = self.position(override.path)
         source_line = None
         if line is not None and 0 < line <= len(self._lines):
             source_line = self._lines[line - 1]
@@ -98,12 +105,7 @@ class Document:
             if isinstance(node, CommentedSeq) and isinstance(key, str):
                 key = _column_index(key, node)
             out.append(key)
-            if isinstance(node, dict) and key in node:
-                node = node[key]
-            elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
-                node = node[key]
-            else:
-                node = None
+            node = _child(node, key)
         return tuple(out)
 
     def position(self, path: DocPath, *, at_key: bool = False) -> tuple[int | None, int | None]:
@@ -129,6 +131,15 @@ class Document:
         if best is None:
             return None, None
         return best[0] + 1, best[1] + 1
+
+
+def _child(node: Any, key: PathKey) -> Any:
+    """The child at `key`, or None where there is none."""
+    if isinstance(node, dict) and key in node:
+        return node[key]
+    if isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+        return node[key]
+    return None
 
 
 def _lookup(getter: Any, key: Any) -> tuple[int, int] | None:
@@ -163,12 +174,7 @@ def format_path(path: DocPath, tree: Any = None) -> str:
             continue
         else:
             out += f".{key}" if out else key
-        if isinstance(node, dict) and key in node:
-            node = node[key]
-        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
-            node = node[key]
-        else:
-            node = None
+        node = _child(node, key)
     return out
 
 
@@ -202,13 +208,12 @@ class _PlainWalker:
             return None
         tag = getattr(node, "tag", None)
         tag_value = getattr(tag, "value", tag)
-        if (
-            isinstance(tag_value, str)
-            and tag_value.startswith("!")
-            and not tag_value.startswith("tag:yaml.org,2002:")
-        ):
-            self.fail(path, f"custom YAML tag {tag_value!r} is not allowed", "remove the tag")
+        if isinstance(tag_value, str) and tag_value not in CORE_TAGS:
+            shown = tag_value.replace("tag:yaml.org,2002:", "!!")
+            self.fail(path, f"YAML tag {shown!r} is not allowed", "remove the tag; specs are data")
             return None
+        if type(node).__name__ == "TaggedScalar":
+            return str(node.value)
         if isinstance(node, dict):
             result: dict[Any, Any] = {}
             for key, value in node.items():
@@ -249,7 +254,8 @@ def _yaml_error(name: str, text: str, err: YAMLError) -> Diagnostic:
     if context and isinstance(err, MarkedYAMLError):
         message += f" ({context})"
     hint = None
-    if "\t" in text and "tab" in str(err).lower():
+    offset = getattr(mark, "index", None)
+    if "\t" in text and offset is not None and "\t" in text[max(0, offset - 1) : offset + 1]:
         hint = "YAML does not allow tabs for indentation; indent with spaces"
     elif "duplicate key" in str(err).lower():
         message = f"duplicate key: {problem}"
@@ -268,8 +274,48 @@ def _yaml_error(name: str, text: str, err: YAMLError) -> Diagnostic:
     )
 
 
+def _flow_depth_problem(text: str, name: str) -> Diagnostic | None:
+    """Refuse deep `[[[[` nesting before ruamel, whose scanner is slow on it."""
+    depth = 0
+    quote = ""
+    line, column = 1, 0
+    previous = "\n"
+    for ch in text:
+        column += 1
+        if ch == "\n":
+            line, column = line + 1, 0
+            if quote == "#":
+                quote = ""
+        elif quote:
+            if ch == quote and quote != "#":
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#" and previous in " \t\n":
+            quote = "#"
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                lines = text.splitlines()
+                return Diagnostic(
+                    file=name,
+                    message=f"nesting deeper than {MAX_DEPTH} levels",
+                    line=line,
+                    column=column,
+                    hint="a spec needs four levels of lists at most",
+                    source_line=lines[line - 1] if line <= len(lines) else None,
+                )
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        previous = ch
+    return None
+
+
 def parse_text(text: str, name: str) -> Any:
     """Parse YAML (or JSON, which is YAML) into ruamel's round-trip tree."""
+    problem = _flow_depth_problem(text, name)
+    if problem:
+        raise SpecError([problem])
     try:
         return _yaml().load(text)
     except YAMLError as err:
@@ -311,7 +357,8 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as err:
         before = raw[: err.start]
         line = before.count(b"\n") + 1
-        column = err.start - (before.rfind(b"\n") + 1) + 1
+        line_start = before.rfind(b"\n") + 1
+        column = len(raw[line_start : err.start].decode("utf-8", errors="replace")) + 1
         raise SpecError(
             [
                 Diagnostic(
@@ -346,7 +393,7 @@ def load_document(
             ]
         )
     if not isinstance(tree, CommentedMap):
-        kind = "list" if isinstance(tree, list) else f"{type(tree).__name__} value"
+        kind = "list" if isinstance(tree, list) else f"single value ({str(tree)[:40]!r})"
         raise SpecError(
             [
                 Diagnostic(
@@ -415,7 +462,9 @@ def parse_override(text: str, file: str = "--set") -> Override:
             [
                 Diagnostic(
                     file=file,
-                    message=f"override {text!r}: the value is not valid YAML ({err})",
+                    message=f"override {text!r}: the value is not valid YAML "
+                    f"({getattr(err, 'problem', None) or str(err).splitlines()[0]})",
+                    hint="quote values with spaces or brackets: --set 'input.shape=[96, 96, 3]'",
                     override=text,
                 )
             ]
@@ -431,7 +480,8 @@ def apply_override(tree: Any, ov: Override) -> str | None:
         where = ".".join(str(k) for k in ov.path[: i + 1])
         if isinstance(node, list):
             if not isinstance(key, int):
-                return f"{where}: {'.'.join(map(str, ov.path[:i])) or 'the top'} is a list; use an index"
+                parent = ".".join(map(str, ov.path[:i])) or "the top"
+                return f"{where}: {parent} is a list; use an index"
             if not 0 <= key < len(node):
                 return f"{where}: index {key} is out of range (the list has {len(node)} items)"
             if last:

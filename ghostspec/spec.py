@@ -3,11 +3,11 @@
 A block is written either as a compact row `[hidden, out, se, stride, kernel]` or as a mapping with
 those names plus optional fields. Both validate into the same `Block`.
 
-Extension point for block variants: module-level options live in `GhostSettings`. The network sets
-them under `ghost:`, a block may override any of them under its own `ghost:`, and lowering merges the
-two (see `plan.lower`). A variant (GhostNetV2's DFC attention, GhostNetV3's re-parameterised
-branches) is a new optional field of `GhostSettings` plus the plan node and builder that read it;
-rows, stages and the rest of the language stay as they are.
+Extension point for block variants: module-level options live in `GhostSettings`. The network
+sets them under `ghost:`, a block may override any of them under its own `ghost:`, and lowering
+merges the two (see `plan.merge_ghost`). A variant (GhostNetV2's DFC attention, GhostNetV3's
+re-parameterised branches) is a new optional field of `GhostSettings` plus the plan node and
+builder that read it; rows, stages and the rest of the language stay as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    StrictBool,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -40,6 +41,15 @@ def _integral(value: Any) -> Any:
 def _odd(value: int) -> int:
     if value % 2 == 0:
         raise PydanticCustomError("odd", "{value} is even; kernels must be odd", {"value": value})
+    return value
+
+
+def _not_bool(value: Any) -> Any:
+    """YAML's true is Python's 1: refuse it where a number is meant."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "bool_for_number", "expected a number, got boolean {v}", {"v": value}
+        )
     return value
 
 
@@ -170,7 +180,7 @@ class Head(_Model):
         "linear",
         description="linear gives logits (as the reference does); softmax gives probabilities.",
     )
-    include_top: bool = Field(
+    include_top: StrictBool = Field(
         True, description="False gives a feature extractor: no hidden conv and no classifier."
     )
     activation: Activation | None = Field(
@@ -180,7 +190,7 @@ class Head(_Model):
 
 
 class Block(_Model):
-    """A ghost bottleneck: ghost module, optional strided depthwise conv, optional SE, ghost module."""
+    """A ghost bottleneck: ghost module, strided depthwise conv, squeeze-excite, ghost module."""
 
     hidden: Channels = Field(description="Width of the expansion (absolute, before width scaling).")
     out: Channels = Field(description="Output channels before the width multiplier.")
@@ -216,7 +226,9 @@ Stage = Annotated[list[Block], Field(min_length=1, max_length=64)]
 class Spec(_Model):
     """A GhostNet-family network."""
 
-    ghostspec: Literal[1] = Field(description="Format version of the spec language.")
+    ghostspec: Annotated[Literal[1], BeforeValidator(_not_bool)] = Field(
+        description="Format version of the spec language."
+    )
     name: Name = Field(description="Model name; also the default output file name.")
     description: str | None = Field(None, description="Free text.")
     input: InputSpec = Field(InputSpec(), description="Input shape.")

@@ -198,7 +198,8 @@ def _block_problems(block: Block, path: DocPath, doc: Document) -> list[Diagnost
         return [
             doc.diagnostic(
                 (*path, "repeat"),
-                f"repeat {block.repeat} with stride 2 is ambiguous: every copy would halve the size",
+                f"repeat {block.repeat} with stride 2 is ambiguous: every copy would halve "
+                "the size",
                 "write the stride-2 block once, then a stride-1 block with the repeat",
             )
         ]

@@ -64,9 +64,8 @@ def test_inspect_table_and_markdown(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_fmt_check_and_rewrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = tmp_path / "net.yaml"
-    spec.write_text(
-        "# keep me\nghostspec: 1\nname: net\nstages:\n- - - 16\n    - 16\n    - 0\n    - 1\n    - 3\n"
-    )
+    rows = "".join(f"    - {v}\n" for v in (16, 0, 1, 3))
+    spec.write_text("# keep me\nghostspec: 1\nname: net\nstages:\n- - - 16\n" + rows)
     assert cli.run(["fmt", "--check", str(spec)]) == 1
     assert "would reformat" in capsys.readouterr().out
     assert cli.run(["fmt", str(spec)]) == 0

@@ -1,4 +1,4 @@
-"""specs/large.yaml is the reference GhostNet: totals, widths and layout from the reference notes."""
+"""specs/large.yaml is the reference GhostNet: totals, widths and layout, fact by fact."""
 
 from __future__ import annotations
 
