@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -63,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("plot", help="draw the network block by block (SVG or PNG)")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("-o", "--output", required=True, metavar="arch.svg|arch.png")
+    _add_overrides(p)
+
+    p = commands.add_parser(
+        "export", help="write a deployable artifact (SavedModel, TFLite, ONNX), parity-checked"
+    )
+    p.add_argument("source", metavar="SPEC|MODEL.keras")
+    p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx"])
+    p.add_argument("-o", "--output", metavar="PATH", help="default: named after the model")
+    p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"))
+    p.add_argument("--batch", type=int, metavar="N", help="fixed batch size (TFLite default 1)")
+    p.add_argument("--quantize", choices=["none", "fp16", "int8"], default="none")
+    p.add_argument("--calibration", metavar="DIR|random:N", help="int8 representative data")
+    p.add_argument("--weights", metavar="PATH", help="reference state dict to load (specs only)")
     _add_overrides(p)
 
     p = commands.add_parser("build", help="compile a spec into a Keras model file (.keras)")
@@ -243,6 +258,88 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export_model(args: argparse.Namespace) -> tuple[object, str, object, tuple[int, int] | None]:
+    """The model to export, its name, its preprocessing and its static input size."""
+    import ghostspec
+    from ghostspec.export import Preprocessing
+
+    if args.source.endswith(".keras"):
+        if args.weights or args.overrides:
+            raise SpecError(
+                [
+                    Diagnostic(
+                        file=args.source,
+                        message="--weights and --set apply to specs, not to a saved model",
+                        hint="export the spec with --weights, or drop them",
+                    )
+                ]
+            )
+        path = Path(args.source)
+        if not path.is_file():
+            raise SpecError([Diagnostic(file=args.source, message="no such model file")])
+        import keras
+
+        try:
+            model = keras.saving.load_model(path)
+        except Exception as err:  # keras raises many types for a bad archive
+            raise SpecError(
+                [Diagnostic(file=args.source, message=f"cannot read the model: {err}")]
+            ) from None
+        shape = model.inputs[0].shape
+        size = None if shape[1] is None or shape[2] is None else (int(shape[1]), int(shape[2]))
+        return model, model.name, Preprocessing(), size
+    plan = ghostspec.plan(args.source, args.overrides)
+    model = ghostspec.build(plan, weights=args.weights)
+    h, w, _ = plan.input_shape
+    pre = Preprocessing(mean=plan.mean, std=plan.std)
+    return model, plan.name, pre, (None if h is None or w is None else (h, w))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ghostspec import export
+
+    for flag, value in (("--batch", args.batch), ("--input-size", args.input_size)):
+        if value is not None and min(value if isinstance(value, list) else [value]) < 1:
+            raise SpecError([Diagnostic(file=flag, message="must be at least 1")])
+    if args.calibration and args.quantize != "int8":
+        raise SpecError(
+            [Diagnostic(file="--calibration", message="is only used with --quantize int8")]
+        )
+    if not args.source.endswith(".keras"):
+        import ghostspec
+
+        ghostspec.plan(args.source, args.overrides)  # spec errors before TensorFlow loads
+    model, name, pre, static = _export_model(args)
+    size = tuple(args.input_size) if args.input_size else static
+    note = ""
+    if size is None:
+        size, note = (224, 224), " (the model accepts any size; exported at 224x224)"
+    suffix = {"savedmodel": "", "tflite": ".tflite", "onnx": ".onnx"}[args.to]
+    tag = "" if args.quantize == "none" else f"_{args.quantize}"
+    default = f"{name}{tag}_savedmodel" if args.to == "savedmodel" else f"{name}{tag}{suffix}"
+    output = Path(args.output or default)
+    try:
+        result = export.export(
+            model,
+            args.to,
+            output,
+            input_size=size,
+            batch=args.batch,
+            quantize=args.quantize,
+            calibration=args.calibration,
+            preprocessing=pre,
+        )
+    except export.ExportFault as fault:
+        print(f"ghostspec: export failed: {fault}", file=sys.stderr)
+        return EXIT_FAULT
+    mib = result.size_bytes / 2**20
+    print(
+        f"wrote {result.path} ({args.to}, {args.quantize}, {size[0]}x{size[1]}{note}): "
+        f"{mib:.2f} MiB; parity with Keras: {result.parity.line()}"
+    )
+    return EXIT_OK
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "inspect": cmd_inspect,
@@ -250,6 +347,7 @@ COMMANDS = {
     "fmt": cmd_fmt,
     "plot": cmd_plot,
     "build": cmd_build,
+    "export": cmd_export,
 }
 
 
@@ -278,4 +376,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
+    # TensorFlow's C++ start-up chatter is noise to a user of this tool; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     sys.exit(run())

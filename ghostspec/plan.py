@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from ghostspec.spec import Block, GhostSettings, Spec
 
 Size = tuple[int | None, int | None]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 Path = tuple[str | int, ...]
 
 
@@ -345,7 +347,8 @@ class Plan:
     nodes: tuple[Node, ...]
     output_shape: tuple[int | None, ...]
     width: float
-    notes: tuple[str, ...] = field(default=())
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     def tensors(self) -> Iterator[Tensor]:
         for node in self.nodes:
@@ -580,6 +583,8 @@ class _Lowering:
             nodes=tuple(nodes),
             output_shape=output,
             width=spec.width,
+            mean=tuple(spec.input.mean or (IMAGENET_MEAN if cin == 3 else (0.0,) * cin)),
+            std=tuple(spec.input.std or (IMAGENET_STD if cin == 3 else (1.0,) * cin)),
         )
 
 

@@ -109,6 +109,19 @@ class InputSpec(_Model):
         description="Height, width and channels (channels-last). Height and width may be null: "
         "the model then accepts any size.",
     )
+    mean: Stats | None = Field(
+        None,
+        description="Per-channel mean subtracted from [0, 1] pixels before the model (used to "
+        "prepare int8 calibration images); default: ImageNet's for 3 channels, else 0.",
+    )
+    std: Stats | None = Field(
+        None,
+        description="Per-channel standard deviation dividing [0, 1] pixels; default: ImageNet's "
+        "for 3 channels, else 1.",
+    )
+
+
+Stats = Annotated[list[number(ge=-1000.0, le=1000.0)], Field(min_length=1, max_length=4096)]
 
 
 class Normalization(_Model):

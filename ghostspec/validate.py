@@ -179,6 +179,19 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
                 "set head.pooling to avg or max, or set head.include_top to false",
             )
         )
+    channels = spec.input.shape[2]
+    for key in ("mean", "std"):
+        values = getattr(spec.input, key)
+        if values is not None and len(values) != channels:
+            problems.append(
+                doc.diagnostic(
+                    ("input", key),
+                    f"has {len(values)} values for {channels} input channels",
+                    "give one value per channel",
+                )
+            )
+    if spec.input.std is not None and any(v <= 0 for v in spec.input.std):
+        problems.append(doc.diagnostic(("input", "std"), "every value must be above 0"))
     stride = total_stride(spec)
     for axis, size in enumerate(spec.input.shape[:2]):
         if size is not None and size < stride:
