@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from ghostspec.spec import Block, GhostSettings, Spec
 
@@ -60,17 +60,28 @@ class Conv:
     in_size: Size
     groups: int = 1
     bias: bool = False
+    kernel_w: int | None = None  # only for non-square kernels (DFC attention's 1 x k and k x 1)
+
+    @property
+    def kernel_hw(self) -> tuple[int, int]:
+        return (self.kernel, self.kernel if self.kernel_w is None else self.kernel_w)
 
     @property
     def out_size(self) -> Size:
+        kh, kw = self.kernel_hw
         return (
-            conv_output(self.in_size[0], self.kernel, self.stride),
-            conv_output(self.in_size[1], self.kernel, self.stride),
+            conv_output(self.in_size[0], kh, self.stride),
+            conv_output(self.in_size[1], kw, self.stride),
         )
 
     @property
     def padding(self) -> int:
         return self.kernel // 2
+
+    @property
+    def padding_hw(self) -> tuple[int, int]:
+        kh, kw = self.kernel_hw
+        return (kh // 2, kw // 2)
 
     @property
     def depthwise(self) -> bool:
@@ -82,9 +93,7 @@ class Conv:
 
     def tensors(self) -> Iterator[Tensor]:
         yield Tensor(
-            f"{self.name}.weight",
-            (self.cout, self.cin // self.groups, self.kernel, self.kernel),
-            True,
+            f"{self.name}.weight", (self.cout, self.cin // self.groups, *self.kernel_hw), True
         )
         if self.bias:
             yield Tensor(f"{self.name}.bias", (self.cout,), True)
@@ -94,7 +103,8 @@ class Conv:
         h, w = self.out_size
         if h is None or w is None:
             return None
-        return h * w * self.cout * (self.cin // self.groups) * self.kernel * self.kernel
+        kh, kw = self.kernel_hw
+        return h * w * self.cout * (self.cin // self.groups) * kh * kw
 
 
 @dataclass(frozen=True)
@@ -139,30 +149,102 @@ Layer = Conv | BatchNorm | Linear
 
 @dataclass(frozen=True)
 class ConvBn:
-    """conv -> BatchNorm -> activation ("linear" means none)."""
+    """conv -> BatchNorm -> activation ("linear" means none); no BN once fused (conv has a bias)."""
 
     conv: Conv
-    bn: BatchNorm
+    bn: BatchNorm | None
     activation: str
 
     def layers(self) -> Iterator[Layer]:
         yield self.conv
-        yield self.bn
+        if self.bn is not None:
+            yield self.bn
+
+
+@dataclass(frozen=True)
+class Reparam:
+    """GhostNetV3's re-parameterisable conv: parallel conv+BN branches, a 1x1 conv+BN `scale`
+    branch and an identity BN `skip` branch where shapes allow, summed, then the activation.
+
+    For deployment they fold into `fused`, one conv with a bias (see `fuse_plan`).
+    """
+
+    branches: tuple[ConvBn, ...]
+    scale: ConvBn | None
+    skip: BatchNorm | None
+    activation: str
+    fused: Conv
+
+    @property
+    def conv(self) -> Conv:
+        """The deploy conv: shapes and MACs of the fused layer."""
+        return self.fused
+
+    def layers(self) -> Iterator[Layer]:
+        for branch in self.branches:
+            yield from branch.layers()
+        if self.scale is not None:
+            yield from self.scale.layers()
+        if self.skip is not None:
+            yield self.skip
+
+
+ConvOp = ConvBn | Reparam
+
+
+def nearest_indices(size_in: int, size_out: int) -> tuple[int, ...]:
+    """PyTorch's legacy nearest upsampling rule: src = min(floor(dst * in / out), in - 1)."""
+    return tuple(min(dst * size_in // size_out, size_in - 1) for dst in range(size_out))
+
+
+@dataclass(frozen=True)
+class Dfc:
+    """GhostNetV2's DFC attention: 2x2 average pool (floor) of the module input, 1x1 conv+BN,
+    depthwise 1 x k conv+BN, depthwise k x 1 conv+BN, sigmoid, nearest upsampling back to the
+    module's output size, multiplied into the module's output. Reference name: `short_conv`."""
+
+    name: str
+    in_size: Size
+    conv: ConvBn
+    horizontal: ConvBn
+    vertical: ConvBn
+    gate: str = "sigmoid"
+    pool: int = 2
+
+    @property
+    def pooled_size(self) -> Size:
+        return self.conv.conv.in_size
+
+    def upsample_indices(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """Row and column source indices for the upsampling, when sizes are static."""
+        (h, w), (ph, pw) = self.in_size, self.pooled_size
+        if h is None or w is None or ph is None or pw is None:
+            return None
+        return nearest_indices(ph, h), nearest_indices(pw, w)
+
+    def layers(self) -> Iterator[Layer]:
+        yield from self.conv.layers()
+        yield from self.horizontal.layers()
+        yield from self.vertical.layers()
 
 
 @dataclass(frozen=True)
 class GhostModule:
-    """Primary 1x1 conv to ceil(out / ratio) channels, cheap depthwise conv, concat, slice."""
+    """Primary 1x1 conv to ceil(out / ratio) channels, cheap depthwise conv, concat, slice;
+    with DFC attention (GhostNetV2) the result is gated by `attention`."""
 
     name: str
     cin: int
     cout: int
-    primary: ConvBn
-    cheap: ConvBn
+    primary: ConvOp
+    cheap: ConvOp
+    attention: Dfc | None = None
 
     def layers(self) -> Iterator[Layer]:
         yield from self.primary.layers()
         yield from self.cheap.layers()
+        if self.attention is not None:
+            yield from self.attention.layers()
 
 
 @dataclass(frozen=True)
@@ -256,7 +338,7 @@ class Bottleneck(_Node):
     activation: str
     in_size: Size
     ghost1: GhostModule
-    conv_dw: ConvBn | None
+    conv_dw: ConvOp | None
     se: SqueezeExcite | None
     ghost2: GhostModule
     shortcut: tuple[ConvBn, ConvBn] | None
@@ -408,46 +490,145 @@ class _Lowering:
         conv = Conv(conv_name, cin, cout, kernel, stride, size, groups=groups)
         return ConvBn(conv, self.bn(bn_name, cout), activation)
 
+    def conv_op(
+        self,
+        plain: tuple[str, str],
+        rpr: str,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int,
+        size: Size,
+        activation: str,
+        branches: int,
+        groups: int = 1,
+        identity: bool = False,
+    ) -> ConvOp:
+        """A conv+BN, or with `branches` > 0 GhostNetV3's re-parameterisable version of it.
+
+        `plain` names the conv and BN as v1 does (the fused conv takes the first name); `rpr` is
+        the v3 prefix: `{rpr}_rpr_conv.{i}`, `{rpr}_rpr_scale` (1x1, where the kernel is larger)
+        and `{rpr}_rpr_skip` (identity BN, where `identity` and the shapes allow it).
+        """
+        if branches == 0:
+            return self.conv_bn(*plain, cin, cout, kernel, stride, size, activation, groups)
+        convs = tuple(
+            self.conv_bn(
+                f"{rpr}_rpr_conv.{i}.conv",
+                f"{rpr}_rpr_conv.{i}.bn1",
+                cin,
+                cout,
+                kernel,
+                stride,
+                size,
+                "linear",
+                groups,
+            )
+            for i in range(branches)
+        )
+        scale = None
+        if kernel > 1:
+            scale = self.conv_bn(
+                f"{rpr}_rpr_scale.conv",
+                f"{rpr}_rpr_scale.bn1",
+                cin,
+                cout,
+                1,
+                stride,
+                size,
+                "linear",
+                groups,
+            )
+        skip = None
+        if identity and cin == cout and stride == 1:
+            skip = self.bn(f"{rpr}_rpr_skip", cout)
+        fused = Conv(plain[0], cin, cout, kernel, stride, size, groups=groups, bias=True)
+        return Reparam(convs, scale, skip, activation, fused)
+
     def ghost_module(
-        self, name: str, cin: int, cout: int, size: Size, activation: str, ghost: GhostSettings
+        self,
+        name: str,
+        cin: int,
+        cout: int,
+        size: Size,
+        activation: str,
+        ghost: GhostSettings,
+        attention: bool = False,
     ) -> GhostModule:
         init = math.ceil(cout / ghost.ratio)
         new = init * (ghost.ratio - 1)
-        primary = self.conv_bn(
-            f"{name}.primary_conv.0", f"{name}.primary_conv.1", cin, init, 1, 1, size, activation
+        primary = self.conv_op(
+            (f"{name}.primary_conv.0", f"{name}.primary_conv.1"),
+            f"{name}.primary",
+            cin,
+            init,
+            1,
+            1,
+            size,
+            activation,
+            ghost.branches,
         )
-        cheap = self.conv_bn(
-            f"{name}.cheap_operation.0",
-            f"{name}.cheap_operation.1",
+        cheap = self.conv_op(
+            (f"{name}.cheap_operation.0", f"{name}.cheap_operation.1"),
+            f"{name}.cheap",
             init,
             new,
             ghost.cheap_kernel,
             1,
             size,
             activation,
+            ghost.branches,
             groups=init,
+            identity=True,
         )
-        return GhostModule(name, cin, cout, primary, cheap)
+        dfc = (
+            self.dfc(f"{name}.short_conv", cin, cout, size, ghost.dfc_kernel) if attention else None
+        )
+        return GhostModule(name, cin, cout, primary, cheap, dfc)
 
-    def block(self, block: Block, name: str, source: Path, cin: int, size: Size) -> Bottleneck:
+    def dfc(self, name: str, cin: int, cout: int, size: Size, kernel: int) -> Dfc:
+        pooled = (
+            None if size[0] is None else size[0] // 2,
+            None if size[1] is None else size[1] // 2,
+        )
+        conv = self.conv_bn(f"{name}.0", f"{name}.1", cin, cout, 1, 1, pooled, "linear")
+        horizontal = ConvBn(
+            Conv(f"{name}.2", cout, cout, 1, 1, pooled, groups=cout, kernel_w=kernel),
+            self.bn(f"{name}.3", cout),
+            "linear",
+        )
+        vertical = ConvBn(
+            Conv(f"{name}.4", cout, cout, kernel, 1, pooled, groups=cout, kernel_w=1),
+            self.bn(f"{name}.5", cout),
+            "linear",
+        )
+        return Dfc(name, size, conv, horizontal, vertical)
+
+    def block(
+        self, block: Block, name: str, source: Path, cin: int, size: Size, index: int
+    ) -> Bottleneck:
         spec = self.spec
         hidden = self.channels(block.hidden)
         cout = self.channels(block.out)
         activation = block.activation or spec.activation
         ghost = merge_ghost(spec.ghost, block)
-        ghost1 = self.ghost_module(f"{name}.ghost1", cin, hidden, size, activation, ghost)
+        attention = has_attention(spec.ghost, block, index)
+        ghost1 = self.ghost_module(
+            f"{name}.ghost1", cin, hidden, size, activation, ghost, attention=attention
+        )
         conv_dw = None
         mid = size
         if block.stride > 1:
-            conv_dw = self.conv_bn(
-                f"{name}.conv_dw",
-                f"{name}.bn_dw",
+            conv_dw = self.conv_op(
+                (f"{name}.conv_dw", f"{name}.bn_dw"),
+                f"{name}.dw",
                 hidden,
                 hidden,
                 block.kernel,
                 block.stride,
                 size,
                 "linear",
+                ghost.branches,
                 groups=hidden,
             )
             mid = conv_dw.conv.out_size
@@ -523,13 +704,15 @@ class _Lowering:
         )
         nodes: list[Node] = [stem]
         channels, size = stem.cout, stem.out_size
+        count = 0
         for s, stage in enumerate(spec.stages):
             index = 0
             for j, block in enumerate(stage):
                 for _ in range(block.repeat):
                     node = self.block(
-                        block, f"blocks.{s}.{index}", ("stages", s, j), channels, size
+                        block, f"blocks.{s}.{index}", ("stages", s, j), channels, size, count
                     )
+                    count += 1
                     nodes.append(node)
                     channels, size = node.cout, node.out_size
                     index += 1
@@ -586,6 +769,35 @@ class _Lowering:
             mean=tuple(spec.input.mean or (IMAGENET_MEAN if cin == 3 else (0.0,) * cin)),
             std=tuple(spec.input.std or (IMAGENET_STD if cin == 3 else (1.0,) * cin)),
         )
+
+
+def has_attention(network: GhostSettings, block: Block, index: int) -> bool:
+    """DFC attention on this block's first ghost module: the block's own say, else the rule."""
+    if block.ghost is not None and block.ghost.attention is not None:
+        return block.ghost.attention == "dfc"
+    return network.attention == "dfc" and index >= network.attention_from
+
+
+def fuse_plan(plan: Plan) -> Plan:
+    """The deploy plan: every re-parameterisable conv replaced by its single fused conv."""
+
+    def fuse_op(op: Any) -> Any:
+        return ConvBn(op.fused, None, op.activation) if isinstance(op, Reparam) else op
+
+    def fuse_module(module: GhostModule) -> GhostModule:
+        return replace(module, primary=fuse_op(module.primary), cheap=fuse_op(module.cheap))
+
+    nodes = []
+    for node in plan.nodes:
+        if isinstance(node, Bottleneck):
+            node = replace(
+                node,
+                ghost1=fuse_module(node.ghost1),
+                conv_dw=fuse_op(node.conv_dw),
+                ghost2=fuse_module(node.ghost2),
+            )
+        nodes.append(node)
+    return replace(plan, nodes=tuple(nodes))
 
 
 def merge_ghost(network: GhostSettings, block: Block) -> GhostSettings:

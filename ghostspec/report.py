@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ghostspec.plan import Bottleneck, Classifier, ConvNode, Head, Node, Plan, Size
+from ghostspec.plan import (
+    Bottleneck,
+    Classifier,
+    ConvNode,
+    Head,
+    Node,
+    Plan,
+    Reparam,
+    Size,
+    fuse_plan,
+)
 
 
 def _size(size: Size) -> str:
@@ -26,6 +36,7 @@ def node_row(node: Node) -> dict[str, Any]:
         "se": None,
         "shortcut": None,
         "activation": None,
+        "variant": None,
         "output": list(node.out_size),
         "params": node.params,
         "macs": node.macs,
@@ -42,6 +53,7 @@ def node_row(node: Node) -> dict[str, Any]:
             se=node.se.reduced if node.se else None,
             shortcut=node.shortcut_kind,
             activation=node.activation,
+            variant=variant(node),
         )
     elif isinstance(node, Head):
         row.update(kernel=1 if node.conv else None, activation=node.activation)
@@ -51,6 +63,22 @@ def node_row(node: Node) -> dict[str, Any]:
     return row
 
 
+def variant(block: Bottleneck) -> str | None:
+    """'dfc' for GhostNetV2 attention, 'rpr3' for three GhostNetV3 branches, both joined by '+'."""
+    parts = []
+    if block.ghost1.attention is not None:
+        parts.append("dfc")
+    if isinstance(block.ghost1.primary, Reparam):
+        parts.append(f"rpr{len(block.ghost1.primary.branches)}")
+    return "+".join(parts) or None
+
+
+def deploy_params(plan: Plan) -> int | None:
+    """Parameters after re-parameterised branches are fused, where there are any."""
+    fused = fuse_plan(plan)
+    return fused.params if fused != plan else None
+
+
 def plan_report(plan: Plan) -> dict[str, Any]:
     return {
         "name": plan.name,
@@ -58,6 +86,7 @@ def plan_report(plan: Plan) -> dict[str, Any]:
         "output_shape": list(plan.output_shape),
         "width": plan.width,
         "params": plan.params,
+        "deploy_params": deploy_params(plan),
         "buffers": plan.buffers,
         "macs": plan.macs,
         "nodes": [node_row(n) for n in plan.nodes],
@@ -87,6 +116,7 @@ def table_rows(plan: Plan) -> list[list[str]]:
                 "-" if r["stride"] is None else str(r["stride"]),
                 "-" if r["se"] is None else str(r["se"]),
                 r["shortcut"] or "-",
+                r["variant"] or "-",
                 output,
                 _int(r["params"]),
                 _int(r["macs"]),
@@ -95,7 +125,18 @@ def table_rows(plan: Plan) -> list[list[str]]:
     return rows
 
 
-COLUMNS = ["node", "in -> hidden -> out", "k", "s", "SE", "shortcut", "output", "params", "MACs"]
+COLUMNS = [
+    "node",
+    "in -> hidden -> out",
+    "k",
+    "s",
+    "SE",
+    "shortcut",
+    "variant",
+    "output",
+    "params",
+    "MACs",
+]
 
 
 def totals_line(plan: Plan) -> str:
@@ -105,9 +146,11 @@ def totals_line(plan: Plan) -> str:
         else (f"{plan.macs:,} ({plan.macs / 1e6:.1f} M)")
     )
     shape = "x".join("?" if v is None else str(v) for v in plan.input_shape)
+    deploy = deploy_params(plan)
+    fused = "" if deploy is None else f" ({deploy:,} after fusing the branches)"
     return (
         f"{plan.name}: input {shape}, {plan.params:,} parameters "
-        f"({plan.params / 1e6:.2f} M) + {plan.buffers:,} BatchNorm statistics, "
+        f"({plan.params / 1e6:.2f} M){fused} + {plan.buffers:,} BatchNorm statistics, "
         f"{macs} multiply-adds"
     )
 
@@ -119,11 +162,11 @@ def render_table(plan: Plan) -> str:
 
     table = Table(title=plan.name, title_justify="left")
     for i, column in enumerate(COLUMNS):
-        table.add_column(column, justify="right" if i >= 7 else "left", no_wrap=True)
+        table.add_column(column, justify="right" if i >= 8 else "left", no_wrap=True)
     for row in table_rows(plan):
         table.add_row(*row)
     table.add_section()
-    table.add_row("total", "", "", "", "", "", "", _int(plan.params), _int(plan.macs))
+    table.add_row("total", *[""] * 7, _int(plan.params), _int(plan.macs))
     console = Console(width=140, record=True, force_terminal=False, color_system=None)
     with console.capture() as capture:
         console.print(table)
@@ -134,5 +177,6 @@ def render_markdown(plan: Plan) -> str:
     """The inspect table as GitHub-flavoured Markdown, for READMEs and papers."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(plan)]
-    lines.append(f"| **total** |  |  |  |  |  |  | {_int(plan.params)} | {_int(plan.macs)} |")
+    blanks = " |" * 7
+    lines.append(f"| **total** |{blanks} {_int(plan.params)} | {_int(plan.macs)} |")
     return "\n".join(lines) + "\n\n" + totals_line(plan)

@@ -136,20 +136,48 @@ class Normalization(_Model):
     )
 
 
+Attention = Literal["none", "dfc"]
+Branches = integer(ge=0, le=8)
+Ratio = integer(ge=2, le=8)
+
+
 class GhostSettings(_Model):
     """Ghost module settings; the extension point for block variants (see the module docstring)."""
 
-    ratio: integer(ge=2, le=8) = Field(
-        2, description="s in the paper: output channels per intrinsic channel."
-    )
+    ratio: Ratio = Field(2, description="s in the paper: output channels per intrinsic channel.")
     cheap_kernel: Kernel = Field(3, description="d in the paper: kernel of the cheap depthwise op.")
+    attention: Attention = Field(
+        "none",
+        description="GhostNetV2: 'dfc' adds decoupled fully connected attention to the first "
+        "ghost module of every block from attention_from on.",
+    )
+    attention_from: integer(ge=0, le=4096) = Field(
+        2,
+        description="Index (counting every block from 0, across stages) of the first block that "
+        "gets attention; the reference GhostNetV2 starts at 2, the third block.",
+    )
+    dfc_kernel: Kernel = Field(
+        5,
+        description="Length of the DFC attention's horizontal (1 x k) and vertical (k x 1) convs.",
+    )
+    branches: Branches = Field(
+        0,
+        description="GhostNetV3: re-parameterisable k x k conv branches per ghost-module conv and "
+        "strided depthwise conv at training time (the reference uses 3); 0 means plain "
+        "convolutions. `ghostspec.fuse` folds them into single convolutions for deployment.",
+    )
 
 
 class GhostOverride(_Model):
     """Per-block changes to the network's ghost module settings; unset fields are inherited."""
 
-    ratio: integer(ge=2, le=8) | None = Field(None, description="Overrides ghost.ratio.")
+    ratio: Ratio | None = Field(None, description="Overrides ghost.ratio.")
     cheap_kernel: Kernel | None = Field(None, description="Overrides ghost.cheap_kernel.")
+    attention: Attention | None = Field(
+        None, description="'dfc' or 'none' for this block, whatever ghost.attention_from says."
+    )
+    dfc_kernel: Kernel | None = Field(None, description="Overrides ghost.dfc_kernel.")
+    branches: Branches | None = Field(None, description="Overrides ghost.branches.")
 
 
 class SqueezeExcite(_Model):

@@ -192,6 +192,16 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
             )
     if spec.input.std is not None and any(v <= 0 for v in spec.input.std):
         problems.append(doc.diagnostic(("input", "std"), "every value must be above 0"))
+    blocks = sum(block.repeat for stage in spec.stages for block in stage)
+    if spec.ghost.attention == "dfc" and spec.ghost.attention_from >= blocks:
+        problems.append(
+            doc.diagnostic(
+                ("ghost", "attention_from"),
+                f"attention starts at block {spec.ghost.attention_from}, but the network has "
+                f"{blocks} blocks (numbered from 0), so no block gets it",
+                f"use a value below {blocks}, or set ghost.attention to none",
+            )
+        )
     stride = total_stride(spec)
     for axis, size in enumerate(spec.input.shape[:2]):
         if size is not None and size < stride:
@@ -220,8 +230,20 @@ def _block_problems(block: Block, path: DocPath, doc: Document) -> list[Diagnost
 
 
 def size_problems(plan: Any, doc: Document) -> list[Diagnostic]:
-    """Refuse absurd networks before any memory is spent on them."""
+    """Refuse absurd networks before any memory is spent on them, and attention with no room."""
     problems = []
+    for block in plan.blocks:
+        dfc = block.ghost1.attention
+        if dfc is not None and any(v is not None and v < 1 for v in dfc.pooled_size):
+            h, w = block.in_size
+            problems.append(
+                doc.diagnostic(
+                    block.source,
+                    f"DFC attention in {block.name} pools its {h}x{w} input 2x2 to nothing",
+                    "start attention later (ghost.attention_from), turn it off for this block "
+                    "(ghost: {attention: none}), or use a larger input",
+                )
+            )
     if plan.params > MAX_PARAMS:
         node = max(plan.nodes, key=lambda n: n.params)
         problems.append(
