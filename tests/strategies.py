@@ -35,6 +35,7 @@ def spec_documents(
     form: str | None = None,
     extras: bool = True,
     dynamic: bool = True,
+    variants: bool = True,
 ) -> dict[str, Any]:
     """A valid spec document. `form` forces "row" or "mapping"; None mixes them."""
     stages = []
@@ -60,10 +61,24 @@ def spec_documents(
                     block["activation"] = draw(st.sampled_from(ACTIVATIONS))
                 if draw(st.booleans()):
                     block["ghost"] = {"ratio": draw(st.integers(2, 4))}
+                    if variants and draw(st.booleans()):
+                        block["ghost"]["attention"] = draw(st.sampled_from(["none", "dfc"]))
             stage.append(block)
         stages.append(stage)
     stem_stride = draw(st.sampled_from([1, 2]))
     total = stem_stride * 2**stride2
+    ghost: dict[str, Any] = {
+        "ratio": draw(st.integers(2, 3)),
+        "cheap_kernel": draw(st.sampled_from([1, 3])),
+    }
+    if variants:
+        ghost["attention"] = draw(st.sampled_from(["none", "dfc"]))
+        ghost["attention_from"] = draw(st.integers(0, 2))
+        ghost["branches"] = draw(st.sampled_from([0, 0, 1, 3]))
+        total *= 2  # attention pools 2x2: every block input must stay at least 2 pixels
+        if ghost["attention"] == "dfc":
+            blocks = sum(len(stage) for stage in stages)
+            ghost["attention_from"] = min(ghost["attention_from"], blocks - 1)
     if dynamic and draw(st.booleans()):
         shape: list[Any] = [None, None, 3]
     else:
@@ -80,7 +95,7 @@ def spec_documents(
         "width": draw(st.sampled_from([0.25, 0.5, 0.75, 1.0, 1.3])),
         "divisor": draw(st.sampled_from([1, 2, 4, 8])),
         "activation": draw(st.sampled_from(ACTIVATIONS)),
-        "ghost": {"ratio": draw(st.integers(2, 3)), "cheap_kernel": draw(st.sampled_from([1, 3]))},
+        "ghost": ghost,
         "stem": {
             "filters": draw(st.integers(1, max_channels)),
             "kernel": draw(st.sampled_from([1, 3, 5])),

@@ -14,7 +14,16 @@ from strategies import in_form, spec_documents
 import ghostspec
 from ghostspec.diagnostics import SpecError
 from ghostspec.fmt import format_text
-from ghostspec.plan import Bottleneck, Classifier, ConvNode, Head, Plan, make_divisible
+from ghostspec.plan import (
+    Bottleneck,
+    Classifier,
+    ConvNode,
+    Head,
+    Plan,
+    Reparam,
+    fuse_plan,
+    make_divisible,
+)
 from ghostspec.source import dump_yaml
 from ghostspec.spec import ROW_COLUMNS, Spec
 
@@ -74,28 +83,49 @@ def test_plan_invariants(doc: dict[str, Any]) -> None:
 def independent_param_count(doc: dict[str, Any]) -> int:
     """Parameters from the paper's formulas, written without the plan's classes."""
     width, divisor = doc["width"], doc["divisor"]
-    ratio, cheap = doc["ghost"]["ratio"], doc["ghost"]["cheap_kernel"]
+    settings = doc["ghost"]
+    ratio, cheap = settings["ratio"], settings["cheap_kernel"]
+    branches = settings.get("branches", 0)
 
     def scaled(c: int) -> int:
         return make_divisible(c * width, divisor)
 
-    def ghost(cin: int, cout: int, r: int) -> int:
+    def conv_bn(cin: int, cout: int, k: int, depthwise: bool, identity: bool = False) -> int:
+        """A conv + BN, or GhostNetV3's branches: b of them, a 1x1 one, an identity BN."""
+        weights = k * k * cout if depthwise else k * k * cin * cout
+        if branches == 0:
+            return weights + 2 * cout
+        total = branches * (weights + 2 * cout)
+        if k > 1:
+            total += (cout if depthwise else cin * cout) + 2 * cout
+        if identity and cin == cout:
+            total += 2 * cout
+        return total
+
+    def ghost(cin: int, cout: int, r: int, attention: bool = False) -> int:
         init = math.ceil(cout / r)
         new = init * (r - 1)
-        return cin * init + 2 * init + cheap * cheap * new + 2 * new
+        total = conv_bn(cin, init, 1, False) + conv_bn(init, new, cheap, True, identity=True)
+        if attention:  # DFC: 1x1 conv + BN, 1 x 5 and 5 x 1 depthwise convs + BN
+            total += cin * cout + 2 * cout + 2 * (5 * cout + 2 * cout)
+        return total
 
     stem = doc["stem"]
     c = scaled(stem["filters"])
     total = doc["input"]["shape"][2] * c * stem["kernel"] ** 2 + 2 * c
+    index = 0
     for stage in doc["stages"]:
         for raw in stage:
             block = raw if isinstance(raw, dict) else dict(zip(ROW_COLUMNS, raw, strict=True))
             r = block.get("ghost", {}).get("ratio", ratio)
             for _ in range(block.get("repeat", 1)):
                 hidden, out, k = scaled(block["hidden"]), scaled(block["out"]), block["kernel"]
-                total += ghost(c, hidden, r) + ghost(hidden, out, r)
+                rule = settings.get("attention") == "dfc" and index >= settings["attention_from"]
+                attention = block.get("ghost", {}).get("attention", "dfc" if rule else "none")
+                index += 1
+                total += ghost(c, hidden, r, attention == "dfc") + ghost(hidden, out, r)
                 if block["stride"] == 2:
-                    total += k * k * hidden + 2 * hidden
+                    total += conv_bn(hidden, hidden, k, True)
                 if block["se"] > 0:
                     reduced = make_divisible(hidden * block["se"], 4)
                     total += 2 * hidden * reduced + reduced + hidden
@@ -188,3 +218,30 @@ def test_plan_nodes_are_the_reference_layout() -> None:
     assert isinstance(plan.nodes[0], ConvNode) and plan.nodes[0].name == "conv_stem"
     assert isinstance(plan.nodes[-2], Head) and isinstance(plan.nodes[-1], Classifier)
     assert [n.name for n in plan.blocks][:3] == ["blocks.0.0", "blocks.1.0", "blocks.2.0"]
+
+
+@SETTINGS
+@given(spec_documents(), st.sampled_from([1, 2, 3]))
+def test_fusing_branches_gives_the_plain_network_with_biases(
+    doc: dict[str, Any], branches: int
+) -> None:
+    doc["ghost"]["branches"] = branches
+    training = ghostspec.plan(load_dict(doc))
+    doc["ghost"]["branches"] = 0
+    plain = ghostspec.plan(load_dict(doc))
+    fused = fuse_plan(training)
+    assert not any(isinstance(layer, Reparam) for n in fused.nodes for layer in _ops(n))
+    assert fused.macs == plain.macs
+    # each fused conv trades its BatchNorm (2 per channel) for a bias (1 per channel)
+    fused_channels = sum(op.conv.cout for n in training.nodes for op in _ops(n) if op is not None)
+    assert fused.params == plain.params - fused_channels
+    assert training.params > fused.params
+
+
+def _ops(node: Any) -> list[Any]:
+    """The re-parameterisable convs of a node (ghost module convs, strided depthwise)."""
+    if not isinstance(node, Bottleneck):
+        return []
+    ops = [node.ghost1.primary, node.ghost1.cheap, node.ghost2.primary, node.ghost2.cheap]
+    ops.append(node.conv_dw)
+    return [op for op in ops if isinstance(op, Reparam)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import ghostspec
-from ghostspec.plan import BatchNorm, Bottleneck, make_divisible
+from ghostspec.plan import BatchNorm, Bottleneck, fuse_plan, make_divisible
 
 MANIFEST = Path(__file__).parent / "fixtures" / "manifest.json"
 
@@ -124,3 +124,53 @@ def test_plan_agrees_exactly_with_timm_totals() -> None:
         plan = ghostspec.plan("specs/large.yaml", [f"width={width}"])
         assert plan.params == totals["params_1000_classes"][key]
         assert plan.macs == totals["macs_224x224_1000_classes"][key]
+
+
+@pytest.mark.parametrize(
+    ("spec", "width", "key"),
+    [
+        ("specs/ghostnetv2.yaml", 1.0, "ghostnetv2_100"),
+        ("specs/ghostnetv2.yaml", 1.3, "ghostnetv2_130"),
+        ("specs/ghostnetv2.yaml", 1.6, "ghostnetv2_160"),
+        ("specs/ghostnetv3.yaml", 1.0, "ghostnetv3_100"),
+    ],
+)
+def test_v2_and_v3_totals_match_the_reference(spec: str, width: float, key: str) -> None:
+    expected = {
+        "ghostnetv2_100": 6_156_908,
+        "ghostnetv2_130": 8_960_404,
+        "ghostnetv2_160": 12_392_698,
+        "ghostnetv3_100": 8_129_028,
+    }
+    plan = ghostspec.plan(spec, [f"width={width}"])
+    assert plan.params == expected[key]
+    if MANIFEST.exists():
+        totals = json.loads(MANIFEST.read_text())["reference_totals"]
+        assert plan.params == totals["params_1000_classes"][key]
+        if key in totals["macs_224x224_1000_classes"]:
+            assert plan.macs == totals["macs_224x224_1000_classes"][key]
+
+
+def test_v3_fuses_to_the_reference_deploy_count() -> None:
+    plan = ghostspec.plan("specs/ghostnetv3.yaml")
+    fused = fuse_plan(plan)
+    assert fused.params == 6_147_588
+    assert fused.macs == 167_048_288  # v2's graph with biased convs in place of conv + BN
+    names = {t.name for t in fused.tensors()}
+    assert "blocks.3.0.conv_dw.bias" in names and "blocks.3.0.bn_dw.weight" not in names
+    assert "blocks.3.0.ghost1.primary_conv.0.bias" in names
+
+
+def test_v2_attention_sits_on_ghost1_from_the_third_block() -> None:
+    plan = ghostspec.plan("specs/ghostnetv2.yaml")
+    with_attention = [b.name for b in plan.blocks if b.ghost1.attention is not None]
+    assert with_attention == [b.name for b in plan.blocks][2:]
+    assert all(b.ghost2.attention is None for b in plan.blocks)
+    sized = ghostspec.plan("specs/ghostnetv2.yaml", input_size=(97, 97))
+    dfc = sized.node("blocks.7.0").ghost1.attention  # type: ignore[union-attr]
+    assert dfc is not None and dfc.in_size == (7, 7) and dfc.pooled_size == (3, 3)  # floor
+    assert dfc.upsample_indices() == ((0, 0, 0, 1, 1, 2, 2),) * 2  # 7 -> 3 -> 7, legacy nearest
+    last = sized.node("blocks.8.0").ghost1.attention  # type: ignore[union-attr]
+    assert last is not None and last.upsample_indices() == ((0, 0, 1, 1), (0, 0, 1, 1))
+    at_224 = ghostspec.plan("specs/ghostnetv2.yaml").node("blocks.8.0").ghost1.attention  # type: ignore[union-attr]
+    assert at_224 is not None and at_224.upsample_indices()[0] == (0, 0, 0, 1, 1, 2, 2)  # type: ignore[index]
