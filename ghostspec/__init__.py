@@ -26,6 +26,7 @@ __all__ = [
     "SpecError",
     "build",
     "export_state_dict",
+    "fuse",
     "load",
     "load_document",
     "lower",
@@ -86,7 +87,21 @@ def build(
         from ghostspec.weights import load_weights
 
         load_weights(model, result, weights)
+    from ghostspec.fusion import PLAN_ATTRIBUTE
+
+    setattr(model, PLAN_ATTRIBUTE, result)  # lets fuse() match branches without the spec
     return model
+
+
+def fuse(model: keras.Model, source: SpecSource | Plan | None = None) -> keras.Model:
+    """GhostNetV3: the deploy model, every re-parameterisable branch folded into one conv.
+
+    `source` is the spec (or plan) the model was built from; models from `build` in this process
+    carry their plan and need none. A model without branches is returned unchanged.
+    """
+    from ghostspec.fusion import fuse as _fuse
+
+    return _fuse(model, source)
 
 
 def export_state_dict(model: Any, source: SpecSource | Plan | None = None) -> dict[str, Any]:

@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["none", "fp16", "int8"], default="none")
     p.add_argument("--calibration", metavar="DIR|random:N", help="int8 representative data")
     p.add_argument("--weights", metavar="PATH", help="reference state dict to load (specs only)")
+    p.add_argument(
+        "--fuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fold GhostNetV3 training branches into single convs first (default: on)",
+    )
     _add_overrides(p)
 
     p = commands.add_parser("build", help="compile a spec into a Keras model file (.keras)")
@@ -285,11 +291,24 @@ def _export_model(args: argparse.Namespace) -> tuple[object, str, object, tuple[
             raise SpecError(
                 [Diagnostic(file=args.source, message=f"cannot read the model: {err}")]
             ) from None
+        if args.fuse and any("_rpr_" in layer.name for layer in model.layers):
+            raise SpecError(
+                [
+                    Diagnostic(
+                        file=args.source,
+                        message="this GhostNetV3 model has training branches, and fusing them "
+                        "needs the spec it was built from",
+                        hint="export the spec with --weights, or pass --no-fuse",
+                    )
+                ]
+            )
         shape = model.inputs[0].shape
         size = None if shape[1] is None or shape[2] is None else (int(shape[1]), int(shape[2]))
         return model, model.name, Preprocessing(), size
     plan = ghostspec.plan(args.source, args.overrides)
     model = ghostspec.build(plan, weights=args.weights)
+    if args.fuse:
+        model = ghostspec.fuse(model, plan)
     h, w, _ = plan.input_shape
     pre = Preprocessing(mean=plan.mean, std=plan.std)
     return model, plan.name, pre, (None if h is None or w is None else (h, w))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import write_with
 from ghostspec.plan import Bottleneck, Classifier, ConvNode, Head, Plan, Size
+from ghostspec.report import variant
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -116,6 +117,7 @@ def _columns(plan: Plan) -> list[_Column]:
                 f"{node.cin}→{node.hidden}→{node.cout}",
                 f"k{node.kernel} s{node.stride}",
                 f"SE {node.se.reduced}" if node.se else "",
+                variant(node) or "",  # GhostNetV2 attention (dfc), GhostNetV3 branches (rprN)
                 _short(node.label or ""),
             )
             columns.append(

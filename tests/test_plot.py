@@ -178,3 +178,10 @@ def test_plotting_imports_no_tensorflow() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_plot_marks_the_variants(tmp_path: Path) -> None:
+    out = tmp_path / "v3.svg"
+    plot_plan(ghostspec.plan("specs/ghostnetv3.yaml"), out)
+    text = out.read_text()
+    assert "dfc+rpr3" in text and "rpr3" in text

@@ -1,0 +1,30 @@
+"""The Keras 3 backend: a Plan becomes a functional keras.Model built from standard layers only.
+
+The model uses no custom layers, no Lambda and no tf.* calls, so a saved `.keras` file loads with
+plain `keras.saving.load_model` in a process that never imports ghostspec.
+
+Layer names are deterministic and derived from the plan, which uses the reference (timm / Huawei)
+state-dict names. A layer holding weights is named after the reference module, dots included
+(Keras 3 accepts dots in layer names and saves and loads them unchanged): the conv of
+`blocks.3.0.ghost1.primary_conv.0.weight` is the layer `blocks.3.0.ghost1.primary_conv.0`, its
+BatchNorm `blocks.3.0.ghost1.primary_conv.1`. Layers without weights take the reference module's
+name where the reference has one (`act1`, `blocks.3.0.ghost1.primary_conv.2`, `global_pool`,
+`flatten`), otherwise a role under their owner's prefix: `<conv>.pad` (symmetric padding of a
+strided conv), `<ghost>.concat`, `<ghost>.slice`, `<se>.pool`, `<se>.scale`, `<block>.add`,
+`classifier.dropout`. A block's output is its `<block>.add` layer. Convolutions that are not
+followed by BatchNorm (the SE convs, `conv_head`) and the classifier carry their activation
+(SE activation and gate, head activation, softmax) inside the layer rather than as a layer of
+their own.
+
+GhostNetV2's DFC attention lives under its reference name `<ghost>.short_conv` (`.0`-`.5` are its
+convs and BatchNorms) with `.pool`, `.gate`, `.upsample`, `.edge1`/`.extend1` and
+`.edge2`/`.extend2` (the extra first row/column of PyTorch's nearest rule on odd sizes) and
+`.scale`. GhostNetV3's training-time branches keep their reference names
+(`<ghost>.primary_rpr_conv.0.conv`, `<ghost>.cheap_rpr_skip`, `<block>.dw_rpr_scale.bn1`, ...);
+their sum is `<deploy conv>.sum`, e.g. `blocks.1.0.conv_dw.sum`. A fused (deploy) plan gives the
+v1 names with a bias on each conv.
+"""
+
+from ghostspec.keras.model import build_model
+
+__all__ = ["build_model"]

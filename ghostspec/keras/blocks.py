@@ -1,0 +1,252 @@
+"""GhostNet building blocks as small functional builders, one per idea of the papers.
+
+Each builder takes a Keras tensor and a plan node and returns a Keras tensor. Every number
+(channels, kernel, stride, padding, epsilon, momentum, activation, upsampling indices) is read from
+the plan; nothing here does channel arithmetic. Layer names are the plan's names, so a layer tells
+where its weight lives in the reference state dict (see `ghostspec.keras` for the naming rules).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ghostspec.plan import (
+    BatchNorm,
+    Bottleneck,
+    Classifier,
+    Conv,
+    ConvBn,
+    ConvNode,
+    ConvOp,
+    Dfc,
+    GhostModule,
+    Head,
+    Reparam,
+    SqueezeExcite,
+)
+
+Tensor = keras.KerasTensor
+
+# Plan activation names -> Keras activation identifiers. On the TensorFlow backend Keras 3's
+# `hard_sigmoid` is relu6(x + 3) / 6 and `hard_silu` is x * relu6(x + 3) / 6, as in the reference;
+# `gelu` is the exact (erf) form, as PyTorch's default.
+ACTIVATIONS: dict[str, str] = {
+    "linear": "linear",
+    "relu": "relu",
+    "relu6": "relu6",
+    "hard_swish": "hard_silu",
+    "swish": "silu",
+    "gelu": "gelu",
+    "hard_sigmoid": "hard_sigmoid",
+    "sigmoid": "sigmoid",
+    "softmax": "softmax",
+}
+
+# Constant initializers are stateless, so one instance serves every layer (saves a lookup and an
+# object per variable). Random initializers stay per layer: a shared one repeats its values.
+ZEROS = keras.initializers.Zeros()
+ONES = keras.initializers.Ones()
+
+
+def activation(x: Tensor, kind: str, name: str) -> Tensor:
+    """Apply a plan activation; "linear" adds no layer at all."""
+    if kind == "linear":
+        return x
+    return layers.Activation(ACTIVATIONS[kind], name=name)(x)
+
+
+def conv(x: Tensor, op: Conv, act: str = "linear") -> Tensor:
+    """A convolution padded like PyTorch: symmetrically by kernel // 2 on each axis.
+
+    Keras' "same" pads asymmetrically at stride 2, so strided convolutions get an explicit
+    ZeroPadding2D and "valid"; at stride 1 "same" is symmetric for the odd kernels specs allow.
+    `act` is applied inside the conv layer; only convs without BatchNorm after them use it.
+    """
+    padding = "same"
+    if op.stride > 1:
+        padding = "valid"
+        if any(op.padding_hw):
+            x = layers.ZeroPadding2D(op.padding_hw, name=f"{op.name}.pad")(x)
+    if op.depthwise:
+        layer: layers.Layer = layers.DepthwiseConv2D(
+            op.kernel_hw,
+            strides=op.stride,
+            padding=padding,
+            depth_multiplier=op.depth_multiplier,
+            use_bias=op.bias,
+            activation=ACTIVATIONS[act],
+            bias_initializer=ZEROS,
+            name=op.name,
+        )
+    else:
+        layer = layers.Conv2D(
+            op.cout,
+            op.kernel_hw,
+            strides=op.stride,
+            padding=padding,
+            groups=op.groups,
+            use_bias=op.bias,
+            activation=ACTIVATIONS[act],
+            bias_initializer=ZEROS,
+            name=op.name,
+        )
+    return layer(x)
+
+
+def batch_norm(x: Tensor, op: BatchNorm) -> Tensor:
+    return layers.BatchNormalization(
+        epsilon=op.epsilon,
+        momentum=op.momentum,
+        beta_initializer=ZEROS,
+        gamma_initializer=ONES,
+        moving_mean_initializer=ZEROS,
+        moving_variance_initializer=ONES,
+        name=op.name,
+    )(x)
+
+
+def conv_bn_act(x: Tensor, op: ConvBn, act_name: str) -> Tensor:
+    """conv -> BN -> activation, the unit every other block is made of. A fused (deploy) plan
+    has no BN here: its conv carries the folded bias."""
+    x = conv(x, op.conv)
+    if op.bn is not None:
+        x = batch_norm(x, op.bn)
+    return activation(x, op.activation, act_name)
+
+
+def reparam(x: Tensor, op: Reparam, act_name: str) -> Tensor:
+    """GhostNetV3's re-parameterisable conv at training time: parallel conv+BN branches, the 1x1
+    `scale` branch and the identity-BN `skip` branch, summed, then the activation."""
+    parts = [conv_bn_act(x, branch, f"{branch.conv.name}.act") for branch in op.branches]
+    if op.scale is not None:
+        parts.append(conv_bn_act(x, op.scale, f"{op.scale.conv.name}.act"))
+    if op.skip is not None:
+        parts.append(batch_norm(x, op.skip))
+    x = parts[0] if len(parts) == 1 else layers.Add(name=f"{op.fused.name}.sum")(parts)
+    return activation(x, op.activation, act_name)
+
+
+def conv_op(x: Tensor, op: ConvOp, act_name: str) -> Tensor:
+    """A plain conv+BN or its re-parameterisable (GhostNetV3) form."""
+    if isinstance(op, Reparam):
+        return reparam(x, op, act_name)
+    return conv_bn_act(x, op, act_name)
+
+
+def channel_slice(x: Tensor, keep: int, total: int, name: str) -> Tensor:
+    """`x[..., :keep]` as a named, serialisable standard layer.
+
+    Keras has no slice layer. Cropping2D with data_format="channels_first" reads a channels-last
+    (N, H, W, C) tensor as (N, H, W', C') and crops its last two axes, so cropping ((0, 0),
+    (0, total - keep)) drops the trailing channels and nothing else.
+    """
+    crop = ((0, 0), (0, total - keep))
+    return layers.Cropping2D(crop, data_format="channels_first", name=name)(x)
+
+
+def nearest_upsample(
+    x: Tensor, indices: tuple[tuple[int, ...], tuple[int, ...]], name: str
+) -> Tensor:
+    """Nearest upsampling by PyTorch's legacy rule, given the plan's source index per output row
+    and column (`Dfc.upsample_indices`).
+
+    From n pooled rows to 2n rows the rule repeats every row twice: UpSampling2D. To 2n + 1 rows
+    it repeats the first row three times: UpSampling2D, then the first row once more in front
+    (Keras' Resizing and UpSampling2D alone round differently on odd sizes).
+    """
+    x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}.upsample")(x)
+    for axis, index in enumerate(indices, start=1):
+        pooled = index[-1] + 1
+        doubled = tuple(i // 2 for i in range(2 * pooled))
+        if index == doubled:
+            continue
+        if index != (0, *doubled):
+            raise NotImplementedError(f"{name}: no layer for upsampling indices {index}")
+        crop = ((0, 2 * pooled - 1), (0, 0)) if axis == 1 else ((0, 0), (0, 2 * pooled - 1))
+        edge = layers.Cropping2D(crop, name=f"{name}.edge{axis}")(x)
+        x = layers.Concatenate(axis=axis, name=f"{name}.extend{axis}")([edge, x])
+    return x
+
+
+def dfc_attention(x: Tensor, out: Tensor, op: Dfc) -> Tensor:
+    """GhostNetV2's DFC attention: from the module input, 2x2 average pool (floor), 1x1 conv+BN,
+    1 x k and k x 1 depthwise conv+BN, sigmoid gate, nearest upsampling, times the module output."""
+    indices = op.upsample_indices()
+    if indices is None:
+        raise ValueError(
+            f"{op.name}: DFC attention needs a fixed input height and width (PyTorch's nearest "
+            "upsampling depends on them); set input.shape"
+        )
+    g = layers.AveragePooling2D(op.pool, strides=op.pool, name=f"{op.name}.pool")(x)
+    for part in (op.conv, op.horizontal, op.vertical):
+        g = conv_bn_act(g, part, f"{part.conv.name}.act")
+    g = activation(g, op.gate, f"{op.name}.gate")
+    g = nearest_upsample(g, indices, op.name)
+    return layers.Multiply(name=f"{op.name}.scale")([out, g])
+
+
+def ghost_module(x: Tensor, op: GhostModule) -> Tensor:
+    """Ghost module: a 1x1 primary conv makes the intrinsic maps, a cheap depthwise conv their
+    ghosts; both are concatenated and cut to the module's output width, then gated by DFC
+    attention where the plan has it."""
+    primary = conv_op(x, op.primary, f"{op.name}.primary_conv.2")
+    cheap = conv_op(primary, op.cheap, f"{op.name}.cheap_operation.2")
+    out = layers.Concatenate(name=f"{op.name}.concat")([primary, cheap])
+    total = op.primary.conv.cout + op.cheap.conv.cout
+    if total != op.cout:
+        out = channel_slice(out, op.cout, total, f"{op.name}.slice")
+    if op.attention is not None:
+        out = dfc_attention(x, out, op.attention)
+    return out
+
+
+def squeeze_excite(x: Tensor, op: SqueezeExcite) -> Tensor:
+    """Squeeze-excite: pool to one value per channel, reduce (+ activation), expand (+ gate),
+    rescale the input. The activations sit inside the convs, which have no BatchNorm."""
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{op.name}.pool")(x)
+    s = conv(s, op.reduce, op.activation)
+    s = conv(s, op.expand, op.gate)
+    return layers.Multiply(name=f"{op.name}.scale")([x, s])
+
+
+def bottleneck(x: Tensor, node: Bottleneck) -> Tensor:
+    """Ghost bottleneck: ghost1, optional strided depthwise conv, optional SE, ghost2, plus the
+    identity or projection shortcut; no activation after the add."""
+    residual = x
+    x = ghost_module(x, node.ghost1)
+    if node.conv_dw is not None:
+        x = conv_op(x, node.conv_dw, f"{node.name}.act_dw")
+    if node.se is not None:
+        x = squeeze_excite(x, node.se)
+    x = ghost_module(x, node.ghost2)
+    if node.shortcut is not None:
+        depthwise, pointwise = node.shortcut
+        residual = conv_bn_act(residual, depthwise, f"{node.name}.shortcut.act1")
+        residual = conv_bn_act(residual, pointwise, f"{node.name}.shortcut.act3")
+    return layers.Add(name=f"{node.name}.add")([x, residual])
+
+
+def conv_node(x: Tensor, node: ConvNode) -> Tensor:
+    """The stem (`conv_stem`, `bn1`, `act1`) or the last 1x1 conv (`blocks.N.0.{conv,bn1,act1}`)."""
+    act_name = "act1" if node.kind == "stem" else f"{node.name}.act1"
+    return conv_bn_act(x, node.op, act_name)
+
+
+def head(x: Tensor, node: Head) -> Tensor:
+    """Global pool (kept 1x1 so the 1x1 conv applies), `conv_head` with bias, no BN and its
+    activation inside the conv layer, then flatten."""
+    pool = layers.GlobalAveragePooling2D if node.pooling == "avg" else layers.GlobalMaxPooling2D
+    x = pool(keepdims=True, name="global_pool")(x)
+    if node.conv is not None:
+        x = conv(x, node.conv, node.activation)
+    return layers.Flatten(name="flatten")(x)
+
+
+def classifier(x: Tensor, node: Classifier) -> Tensor:
+    """Dropout, then the linear classifier (softmax inside it when the plan asks for
+    probabilities)."""
+    if node.dropout > 0:
+        x = layers.Dropout(node.dropout, name=f"{node.name}.dropout")(x)
+    act = ACTIVATIONS[node.activation]
+    return layers.Dense(node.linear.cout, activation=act, name=node.linear.name)(x)

@@ -1,0 +1,34 @@
+"""The one custom layer, for a case standard layers cannot express.
+
+Why it exists: GhostNetV2's attention gate is upsampled with PyTorch's legacy nearest rule,
+src = min(floor(dst * in / out), in - 1). With static sizes the indices are constants and a plain
+gather does it; with a dynamic input size (height or width null in the spec) they depend on the
+run-time shape, which no Keras layer computes with this rule. The layer is registered as
+serializable, so a dynamic-size GhostNetV2 `.keras` file loads once ghostspec is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="ghostspec")
+class LegacyNearestUpsample(keras.layers.Layer):
+    """Resize `inputs[0]` to the spatial size of `inputs[1]` by PyTorch's legacy nearest rule."""
+
+    def call(self, inputs: list[Any]) -> Any:
+        source, like = inputs
+        ops = keras.ops
+        for axis in (1, 2):
+            size_in = ops.shape(source)[axis]
+            size_out = ops.shape(like)[axis]
+            index = ops.arange(size_out, dtype="int32") * size_in // size_out
+            index = ops.minimum(index, size_in - 1)
+            source = ops.take(source, index, axis=axis)
+        return source
+
+    def compute_output_shape(self, input_shapes: list[Any]) -> tuple[Any, ...]:
+        source, like = input_shapes
+        return (source[0], like[1], like[2], source[3])
