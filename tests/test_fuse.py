@@ -55,8 +55,11 @@ def test_fuse_equals_training_model_and_matches_plan() -> None:
     assert len(deploy.layers) < len(model.layers)
     assert not any("_rpr_" in layer.name for layer in deploy.layers)
     x = np.random.default_rng(2).normal(size=(2, 40, 40, 3)).astype("float32")
-    diff = np.abs(np.asarray(model(x, training=False)) - np.asarray(deploy(x, training=False)))
-    assert float(diff.max()) <= 1e-5
+    training = np.asarray(model(x, training=False))
+    diff = float(np.abs(training - np.asarray(deploy(x, training=False))).max())
+    # float32 sums the branches in another order than the folded kernel: a rounding difference
+    # that scales with the outputs (here logits of about 7; the reference fixture's are about 2)
+    assert diff <= 1e-5 * max(1.0, float(np.abs(training).max()) / 2), diff
 
 
 def test_fuse_without_branches_returns_the_model() -> None:

@@ -282,11 +282,30 @@ def test_dfc_gate_is_upsampled_by_pytorchs_nearest_rule(size: int) -> None:
     np.testing.assert_array_equal(big, small[:, rows][:, :, cols])
 
 
-def test_dfc_attention_refuses_dynamic_sizes() -> None:
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras' saver
+def test_dfc_attention_with_dynamic_sizes(tmp_path: Path) -> None:
+    """Any input size: the gate follows PyTorch's rule at run time, for odd and even maps."""
     doc = tiny(ghost={"attention": "dfc", "attention_from": 0})
     doc["input"]["shape"] = [None, None, 3]
-    with pytest.raises(ValueError, match="DFC attention needs a fixed input height and width"):
-        build_model(plan_of(doc))
+    model = build_model(plan_of(doc))
+    name = "blocks.0.0.ghost1.short_conv"
+    gate = model.get_layer(f"{name}.gate").output
+    upsampled = model.get_layer(f"{name}.scale").input[1]
+    probe = keras.Model(model.input, [gate, upsampled])
+    rng = np.random.default_rng(5)
+    for h, w in ((30, 32), (34, 42)):  # maps of 15 x 16 and 17 x 21
+        x = rng.normal(size=(1, h, w, 3)).astype("float32")
+        small, big = (np.asarray(t) for t in probe(x, training=False))
+        rows = nearest_indices(small.shape[1], big.shape[1])
+        cols = nearest_indices(small.shape[2], big.shape[2])
+        assert big.shape[1:3] == (h // 2, w // 2)
+        np.testing.assert_array_equal(big, small[:, rows][:, :, cols])
+    x = rng.normal(size=(2, 38, 30, 3)).astype("float32")
+    model.save(tmp_path / "v2.keras")
+    loaded = keras.saving.load_model(tmp_path / "v2.keras")
+    np.testing.assert_array_equal(
+        np.asarray(loaded(x, training=False)), np.asarray(model(x, training=False))
+    )
 
 
 def test_reparameterised_branches_and_their_fused_form() -> None:

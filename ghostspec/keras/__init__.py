@@ -1,7 +1,9 @@
 """The Keras 3 backend: a Plan becomes a functional keras.Model built from standard layers only.
 
 The model uses no custom layers, no Lambda and no tf.* calls, so a saved `.keras` file loads with
-plain `keras.saving.load_model` in a process that never imports ghostspec.
+plain `keras.saving.load_model` in a process that never imports ghostspec. The one exception is
+GhostNetV2's attention with a dynamic input size (see `ghostspec.keras.layers`): that file loads
+after `import ghostspec.keras`.
 
 Layer names are deterministic and derived from the plan, which uses the reference (timm / Huawei)
 state-dict names. A layer holding weights is named after the reference module, dots included

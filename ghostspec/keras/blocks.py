@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ghostspec.keras.layers import LegacyNearestUpsample
 from ghostspec.plan import (
     BatchNorm,
     Bottleneck,
@@ -171,18 +172,21 @@ def nearest_upsample(
 
 def dfc_attention(x: Tensor, out: Tensor, op: Dfc) -> Tensor:
     """GhostNetV2's DFC attention: from the module input, 2x2 average pool (floor), 1x1 conv+BN,
-    1 x k and k x 1 depthwise conv+BN, sigmoid gate, nearest upsampling, times the module output."""
-    indices = op.upsample_indices()
-    if indices is None:
-        raise ValueError(
-            f"{op.name}: DFC attention needs a fixed input height and width (PyTorch's nearest "
-            "upsampling depends on them); set input.shape"
-        )
+    1 x k and k x 1 depthwise conv+BN, sigmoid gate, nearest upsampling, times the module output.
+
+    With static sizes the upsampling is made of standard layers. With a dynamic input size the
+    indices depend on the run-time shape, and the one custom layer, LegacyNearestUpsample, does
+    it: such a model's `.keras` file loads after `import ghostspec.keras`.
+    """
     g = layers.AveragePooling2D(op.pool, strides=op.pool, name=f"{op.name}.pool")(x)
     for part in (op.conv, op.horizontal, op.vertical):
         g = conv_bn_act(g, part, f"{part.conv.name}.act")
     g = activation(g, op.gate, f"{op.name}.gate")
-    g = nearest_upsample(g, indices, op.name)
+    indices = op.upsample_indices()
+    if indices is None:
+        g = LegacyNearestUpsample(name=f"{op.name}.upsample")([g, out])
+    else:
+        g = nearest_upsample(g, indices, op.name)
     return layers.Multiply(name=f"{op.name}.scale")([out, g])
 
 
