@@ -1,13 +1,15 @@
 """Compile time and inference latency of specs/large.yaml against Keras' MobileNetV3Large.
 
-Run from the repository root: `python benchmarks/bench_build.py [--rounds N] [--iters N]`.
+Run from the repository root:
+`python benchmarks/bench_build.py [--rounds N] [--iters N] [--variants]`.
 
 Both models are measured in one process, interleaved round by round so that load from other
 processes hits both alike; the figures are medians. Compile time is spec file -> keras.Model
 (load, validate, lower, build) after TensorFlow is imported, against
 `keras.applications.MobileNetV3Large(weights=None)`. Latency is one call of a `tf.function`
 wrapping `model(x, training=False)` at 224x224, batch 1 and 32, after warm-up.
-Goals: compile <= 1.0x and batch-1 latency <= 1.0x MobileNetV3Large.
+Goals: compile <= 1.0x and batch-1 latency <= 1.0x MobileNetV3Large. `--variants` adds GhostNetV2
+and the fused (deploy) GhostNetV3 to the latency figures, each with its ratio.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def compile_times(rounds: int) -> dict[str, list[float]]:
     return times
 
 
-def latencies(batch: int, rounds: int, iters: int) -> dict[str, list[float]]:
+def latencies(
+    batch: int, rounds: int, iters: int, variants: bool = False
+) -> dict[str, list[float]]:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -61,10 +65,13 @@ def latencies(batch: int, rounds: int, iters: int) -> dict[str, list[float]]:
     import ghostspec
 
     x = tf.constant(np.random.default_rng(0).uniform(0, 1, (batch, 224, 224, 3)), tf.float32)
-    models = {
-        "ghostspec large": ghostspec.build(SPEC),
-        "MobileNetV3Large": keras.applications.MobileNetV3Large(weights=None),
-    }
+    models = {"ghostspec large": ghostspec.build(SPEC)}
+    if variants:
+        models["ghostspec v2"] = ghostspec.build(ROOT / "specs" / "ghostnetv2.yaml")
+        models["ghostspec v3 fused"] = ghostspec.fuse(
+            ghostspec.build(ROOT / "specs" / "ghostnetv3.yaml")
+        )
+    models["MobileNetV3Large"] = keras.applications.MobileNetV3Large(weights=None)
     calls = {}
     for name, model in models.items():
         fn = tf.function(lambda t, m=model: m(t, training=False))
@@ -83,16 +90,16 @@ def latencies(batch: int, rounds: int, iters: int) -> dict[str, list[float]]:
 
 
 def report(title: str, times: dict[str, list[float]], unit: float, unit_name: str) -> float:
-    ours, theirs = (statistics.median(v) for v in times.values())
+    """Print medians and each model's ratio to MobileNetV3Large; return ghostspec large's."""
+    baseline = statistics.median(times["MobileNetV3Large"])
     print(f"{title}")
     for name, values in times.items():
         print(
-            f"  {name:<18} median {statistics.median(values) * unit:8.2f} {unit_name}"
+            f"  {name:<20} median {statistics.median(values) * unit:8.2f} {unit_name}"
             f"   min {min(values) * unit:8.2f} {unit_name}   (n={len(values)})"
+            f"   {statistics.median(values) / baseline:.2f}x"
         )
-    ratio = ours / theirs
-    print(f"  ratio ghostspec / MobileNetV3Large: {ratio:.2f}x")
-    return ratio
+    return statistics.median(times["ghostspec large"]) / baseline
 
 
 def main() -> None:
@@ -101,6 +108,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10, help="calls per latency round")
     parser.add_argument(
         "--only", choices=["compile", "latency"], help="measure one of the two figures only"
+    )
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also time GhostNetV2 and fused GhostNetV3 (specs/ghostnetv{2,3}.yaml)",
     )
     args = parser.parse_args()
 
@@ -116,9 +128,9 @@ def main() -> None:
         times = compile_times(args.rounds)
         ratios["compile"] = report("compile (spec -> model)", times, 1e3, "ms")
     if args.only in (None, "latency"):
-        times = latencies(1, args.rounds, args.iters)
+        times = latencies(1, args.rounds, args.iters, args.variants)
         ratios["batch 1"] = report("latency, batch 1, 224x224", times, 1e3, "ms")
-        times = latencies(32, max(3, args.rounds // 2), max(2, args.iters // 4))
+        times = latencies(32, max(3, args.rounds // 2), max(2, args.iters // 4), args.variants)
         ratios["batch 32"] = report("latency, batch 32, 224x224", times, 1e3, "ms")
     print("\nsummary: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     print("goals: compile <= 1.00x, batch 1 <= 1.00x")
