@@ -69,29 +69,19 @@ def conv(x: Tensor, op: Conv, act: str = "linear") -> Tensor:
         padding = "valid"
         if any(op.padding_hw):
             x = layers.ZeroPadding2D(op.padding_hw, name=f"{op.name}.pad")(x)
+    common = {
+        "kernel_size": op.kernel_hw,
+        "strides": op.stride,
+        "padding": padding,
+        "use_bias": op.bias,
+        "activation": ACTIVATIONS[act],
+        "bias_initializer": ZEROS,
+        "name": op.name,
+    }
     if op.depthwise:
-        layer: layers.Layer = layers.DepthwiseConv2D(
-            op.kernel_hw,
-            strides=op.stride,
-            padding=padding,
-            depth_multiplier=op.depth_multiplier,
-            use_bias=op.bias,
-            activation=ACTIVATIONS[act],
-            bias_initializer=ZEROS,
-            name=op.name,
-        )
+        layer: layers.Layer = layers.DepthwiseConv2D(depth_multiplier=op.depth_multiplier, **common)
     else:
-        layer = layers.Conv2D(
-            op.cout,
-            op.kernel_hw,
-            strides=op.stride,
-            padding=padding,
-            groups=op.groups,
-            use_bias=op.bias,
-            activation=ACTIVATIONS[act],
-            bias_initializer=ZEROS,
-            name=op.name,
-        )
+        layer = layers.Conv2D(op.cout, groups=op.groups, **common)
     return layer(x)
 
 
