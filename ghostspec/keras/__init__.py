@@ -19,12 +19,12 @@ followed by BatchNorm (the SE convs, `conv_head`) and the classifier carry their
 their own.
 
 GhostNetV2's DFC attention lives under its reference name `<ghost>.short_conv` (`.0`-`.5` are its
-convs and BatchNorms) with `.pool`, `.gate`, `.repeat_cols`/`.cols`/`.repeat_rows`/`.rows` (every row and column twice), `.edge1`/`.extend1` and
-`.edge2`/`.extend2` (the extra first row/column of PyTorch's nearest rule on odd sizes) and
-`.scale`. GhostNetV3's training-time branches keep their reference names
-(`<ghost>.primary_rpr_conv.0.conv`, `<ghost>.cheap_rpr_skip`, `<block>.dw_rpr_scale.bn1`, ...);
-their sum is `<deploy conv>.sum`, e.g. `blocks.1.0.conv_dw.sum`. A fused (deploy) plan gives the
-v1 names with a bias on each conv.
+convs and BatchNorms) with `.pool`, `.gate`, `.repeat_cols`/`.cols`/`.repeat_rows`/`.rows` (every
+row and column twice), `.edge1`/`.extend1` and `.edge2`/`.extend2` (the extra first row/column of
+PyTorch's nearest rule on odd sizes) and `.scale`. GhostNetV3's training-time branches keep their
+reference names (`<ghost>.primary_rpr_conv.0.conv`, `<ghost>.cheap_rpr_skip`,
+`<block>.dw_rpr_scale.bn1`, ...); their sum is `<deploy conv>.sum`, e.g. `blocks.1.0.conv_dw.sum`.
+A fused (deploy) plan gives the v1 names with a bias on each conv.
 """
 
 from ghostspec.keras.model import build_model
