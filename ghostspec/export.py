@@ -26,6 +26,7 @@ import numpy as np
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import atomic_path
+from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD
 
 Format = Literal["savedmodel", "tflite", "onnx"]
 Quantize = Literal["none", "fp16", "int8"]
@@ -65,8 +66,8 @@ class ExportResult:
 class Preprocessing:
     """How calibration images become model input; defaults are the reference's ImageNet ones."""
 
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
 
 def compare(reference: np.ndarray, output: np.ndarray) -> Parity:
