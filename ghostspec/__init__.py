@@ -93,15 +93,20 @@ def build(
     return model
 
 
-def fuse(model: keras.Model, source: SpecSource | Plan | None = None) -> keras.Model:
-    """GhostNetV3: the deploy model, every re-parameterisable branch folded into one conv.
+def fuse(
+    model: keras.Model, source: SpecSource | Plan | None = None, *, batch_norm: bool = False
+) -> keras.Model:
+    """The deploy (inference) model: same outputs in inference mode, fewer layers.
 
-    `source` is the spec (or plan) the model was built from; models from `build` in this process
-    carry their plan and need none. A model without branches is returned unchanged.
+    Every GhostNetV3 re-parameterisable branch set becomes one conv; with `batch_norm=True`
+    every other BatchNorm is folded into the conv before it too, which leaves a model without
+    BatchNorm layers (for inference and export, not for training). `source` is the spec (or
+    plan) the model was built from; models from `build` in this process carry their plan and
+    need none. A model with nothing to fold is returned unchanged.
     """
     from ghostspec.fusion import fuse as _fuse
 
-    return _fuse(model, source)
+    return _fuse(model, source, batch_norm)
 
 
 def export_state_dict(model: Any, source: SpecSource | Plan | None = None) -> dict[str, Any]:

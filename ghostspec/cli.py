@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
         "--fuse",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="fold GhostNetV3 training branches into single convs first (default: on)",
+        help="fold BatchNorm and GhostNetV3 training branches into the convs first "
+        "(specs only; default: on)",
     )
     _add_overrides(p)
 
@@ -308,7 +309,7 @@ def _export_model(args: argparse.Namespace) -> tuple[object, str, object, tuple[
     plan = ghostspec.plan(args.source, args.overrides)
     model = ghostspec.build(plan, weights=args.weights)
     if args.fuse:
-        model = ghostspec.fuse(model, plan)
+        model = ghostspec.fuse(model, plan, batch_norm=True)
     h, w, _ = plan.input_shape
     pre = Preprocessing(mean=plan.mean, std=plan.std)
     return model, plan.name, pre, (None if h is None or w is None else (h, w))

@@ -1,4 +1,5 @@
-"""GhostNetV3 deployment: fold every re-parameterisable conv into a single convolution.
+"""Deployment: fold GhostNetV3's re-parameterisable convs, and optionally every BatchNorm, into
+single biased convolutions.
 
 Fusion has two halves. The plan half, `plan.fuse_plan`, replaces each `Reparam` (branches, a 1x1
 branch, an identity BN) by the one biased conv the reference deploys, so the deploy model is built
@@ -15,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ghostspec.plan import BatchNorm, Bottleneck, Conv, Plan, Reparam, fuse_plan
+from ghostspec.plan import (
+    BatchNorm,
+    Bottleneck,
+    Conv,
+    ConvBn,
+    Plan,
+    Reparam,
+    conv_ops,
+    fuse_plan,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -91,19 +101,49 @@ def fused_weights(model: Any, op: Reparam) -> tuple[np.ndarray, np.ndarray]:
 
 def reparams(plan: Plan) -> list[Reparam]:
     """Every re-parameterisable conv of the plan."""
-    found = []
+    return [op for op in conv_ops(plan) if isinstance(op, Reparam)]
+
+
+def folded_weights(model: Any, op: ConvBn) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel and bias of `op`'s conv with its BatchNorm folded in (`op` as in the training
+    plan)."""
+    assert op.bn is not None
+    layer = model.get_layer(op.conv.name)
+    raw = np.asarray(layer.kernel.numpy(), dtype=np.float64)
+    gamma, beta, mean, var = _bn_values(model, op.bn)
+    kernel, bias = fold_batch_norm(raw, gamma, beta, mean, var, op.bn.epsilon, op.conv.depthwise)
+    if op.conv.bias:  # a conv bias passes through the BN's scale
+        bias = bias + np.asarray(layer.bias.numpy(), dtype=np.float64) * gamma / np.sqrt(
+            var + op.bn.epsilon
+        )
+    return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def split_points(plan: Plan) -> dict[str, int]:
+    """Conv name -> channel where a split deploy bottleneck cuts it in two (`split_ghost1`)."""
+    points = {}
     for node in plan.nodes:
-        if isinstance(node, Bottleneck):
-            for op in (
-                node.ghost1.primary,
-                node.ghost1.cheap,
-                node.conv_dw,
-                node.ghost2.primary,
-                node.ghost2.cheap,
-            ):
-                if isinstance(op, Reparam):
-                    found.append(op)
-    return found
+        if isinstance(node, Bottleneck) and node.split_ghost1:
+            cut = node.ghost1.primary.conv.cout
+            points[node.ghost2.primary.conv.name] = cut
+            if node.conv_dw is not None:
+                points[node.conv_dw.conv.name] = cut
+    return points
+
+
+def split_weights(values: list[np.ndarray], cut: int, half: str, layer: Any) -> list[np.ndarray]:
+    """One half of a conv's [kernel, bias]: both Keras kernel layouts keep the channels that are
+    cut on axis 2. A depthwise conv's bias is cut with them; a plain conv's bias (its output
+    channels are not cut) stays whole with the intrinsic half, whose sum with the other is the
+    conv."""
+    import keras
+
+    part = slice(None, cut) if half == "intrinsic" else slice(cut, None)
+    out = [values[0][:, :, part]]
+    if layer.use_bias:
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        out.append(values[1][part] if depthwise else values[1])
+    return out
 
 
 def plan_of(model: Any, source: Any = None) -> Plan:
@@ -128,25 +168,42 @@ def plan_of(model: Any, source: Any = None) -> Plan:
     return plan
 
 
-def fuse(model: keras.Model, source: str | Path | Any = None) -> keras.Model:
-    """The deploy model of a GhostNetV3 training model: same outputs in inference mode, every
-    branch folded into one conv. A model without branches is returned as it is."""
+def fuse(
+    model: keras.Model, source: str | Path | Any = None, batch_norm: bool = False
+) -> keras.Model:
+    """The deploy model: same outputs in inference mode, every GhostNetV3 branch set folded into
+    one conv and, with `batch_norm`, every BatchNorm folded into the conv before it. A model with
+    nothing to fold is returned as it is."""
     from ghostspec.keras import build_model
 
     plan = plan_of(model, source)
-    deploy_plan = fuse_plan(plan)
+    deploy_plan = fuse_plan(plan, batch_norm)
     if deploy_plan == plan:
         return model
     deploy = build_model(deploy_plan)
     fused = {op.fused.name: op for op in reparams(plan)}
+    folded = {
+        op.conv.name: op
+        for op in conv_ops(plan)
+        if batch_norm and isinstance(op, ConvBn) and op.bn is not None
+    }
+
+    def weights(name: str) -> list[np.ndarray]:
+        """The deploy weights of the layer `name` of the training model."""
+        if name in fused:
+            return list(fused_weights(model, fused[name]))
+        if name in folded:
+            return list(folded_weights(model, folded[name]))
+        return [np.asarray(w) for w in model.get_layer(name).get_weights()]
+
+    splits = split_points(deploy_plan)
     for layer in deploy.layers:
         if not layer.weights:
             continue
-        if layer.name in fused:
-            kernel, bias = fused_weights(model, fused[layer.name])
-            layer.kernel.assign(kernel)
-            layer.bias.assign(bias)
+        base, _, half = layer.name.rpartition(".")
+        if half in ("intrinsic", "ghost") and base in splits:
+            layer.set_weights(split_weights(weights(base), splits[base], half, layer))
         else:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
+            layer.set_weights(weights(layer.name))
     setattr(deploy, PLAN_ATTRIBUTE, deploy_plan)
     return deploy

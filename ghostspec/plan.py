@@ -8,8 +8,8 @@ mechanical mapping from `Plan.tensors()`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Literal
 
 from ghostspec.spec import Block, GhostSettings, Spec
@@ -343,6 +343,9 @@ class Bottleneck(_Node):
     ghost2: GhostModule
     shortcut: tuple[ConvBn, ConvBn] | None
     kind: Literal["bottleneck"] = "bottleneck"
+    # Deploy plans only (see `fuse_plan`): ghost1's intrinsic and ghost maps stay two tensors up to
+    # ghost2's primary conv, which sums two convs instead of reading their concatenation.
+    split_ghost1: bool = False
 
     @property
     def shortcut_kind(self) -> Literal["identity", "projection"]:
@@ -778,26 +781,76 @@ def has_attention(network: GhostSettings, block: Block, index: int) -> bool:
     return network.attention == "dfc" and index >= network.attention_from
 
 
-def fuse_plan(plan: Plan) -> Plan:
-    """The deploy plan: every re-parameterisable conv replaced by its single fused conv."""
+def conv_ops(value: Any) -> Iterator[ConvOp]:
+    """Every conv+BN unit, plain or re-parameterisable, inside a plan, node or module, in order."""
+    if isinstance(value, ConvBn | Reparam):
+        yield value
+    elif isinstance(value, tuple):
+        for item in value:
+            yield from conv_ops(item)
+    elif is_dataclass(value) and not isinstance(value, type):
+        for field in fields(value):
+            yield from conv_ops(getattr(value, field.name))
 
-    def fuse_op(op: Any) -> Any:
-        return ConvBn(op.fused, None, op.activation) if isinstance(op, Reparam) else op
 
-    def fuse_module(module: GhostModule) -> GhostModule:
-        return replace(module, primary=fuse_op(module.primary), cheap=fuse_op(module.cheap))
+def map_conv_ops(value: Any, change: Callable[[ConvOp], ConvOp]) -> Any:
+    """`value` with every conv+BN unit inside it replaced by `change(unit)`; untouched parts are
+    the same objects."""
+    if isinstance(value, ConvBn | Reparam):
+        return change(value)
+    if isinstance(value, tuple):
+        items = tuple(map_conv_ops(item, change) for item in value)
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if is_dataclass(value) and not isinstance(value, type):
+        changes = {}
+        for field in fields(value):
+            old = getattr(value, field.name)
+            new = map_conv_ops(old, change)
+            if new is not old:
+                changes[field.name] = new
+        return replace(value, **changes) if changes else value
+    return value
 
-    nodes = []
-    for node in plan.nodes:
-        if isinstance(node, Bottleneck):
-            node = replace(
-                node,
-                ghost1=fuse_module(node.ghost1),
-                conv_dw=fuse_op(node.conv_dw),
-                ghost2=fuse_module(node.ghost2),
-            )
-        nodes.append(node)
-    return replace(plan, nodes=tuple(nodes))
+
+def fuse_plan(plan: Plan, batch_norm: bool = False) -> Plan:
+    """The deploy plan: every re-parameterisable conv replaced by its single fused conv and, with
+    `batch_norm`, every other BatchNorm folded into a bias of the conv before it."""
+
+    def fuse(op: ConvOp) -> ConvOp:
+        if isinstance(op, Reparam):
+            return ConvBn(op.fused, None, op.activation)
+        if batch_norm and op.bn is not None:
+            return ConvBn(replace(op.conv, bias=True), None, op.activation)
+        return op
+
+    fused: Plan = map_conv_ops(plan, fuse)
+    if not batch_norm:
+        return fused
+    nodes = tuple(
+        replace(node, split_ghost1=True)
+        if isinstance(node, Bottleneck) and splittable(node)
+        else node
+        for node in fused.nodes
+    )
+    return replace(fused, nodes=nodes)
+
+
+def splittable(node: Bottleneck) -> bool:
+    """Whether ghost1's concatenation can be left out of a deploy graph without changing the
+    function: every op between it and ghost2's primary conv works channel by channel (depthwise
+    conv with its bias, SE pooling and scaling), ghost2's primary conv is a plain conv whose input
+    channels split at the same place, and no BatchNorm, attention or slice sits in between."""
+    ghost1, ghost2 = node.ghost1, node.ghost2
+    ops = [ghost1.primary, ghost1.cheap, ghost2.primary, *([node.conv_dw] if node.conv_dw else [])]
+    return (
+        all(isinstance(op, ConvBn) and op.bn is None for op in ops)
+        and ghost1.attention is None
+        and ghost1.primary.conv.cout + ghost1.cheap.conv.cout == ghost1.cout
+        and ghost2.primary.conv.groups == 1
+        and ghost2.attention is None
+        and (node.conv_dw is None or node.conv_dw.conv.depthwise)
+        and (node.conv_dw is None or node.conv_dw.conv.cout == node.conv_dw.conv.cin)
+    )
 
 
 def merge_ghost(network: GhostSettings, block: Block) -> GhostSettings:

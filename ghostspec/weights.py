@@ -219,6 +219,13 @@ def export_state_dict(model: keras.Model, source: Any = None) -> StateDict:
     del source
     from keras import layers
 
+    if any(layer.name.endswith((".intrinsic", ".ghost")) for layer in model.layers):
+        raise _error(
+            model.name,
+            "this is a deploy model (BatchNorm folded into the convs, ghost halves split), which "
+            "has no reference-layout state dict",
+            "export the weights of the model you passed to ghostspec.fuse(..., batch_norm=True)",
+        )
     out: StateDict = {}
     for layer in model.layers:
         if not layer.weights:

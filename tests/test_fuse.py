@@ -1,4 +1,5 @@
-"""GhostNetV3 fusion: the deploy model equals the training model in inference mode."""
+"""Fusion (GhostNetV3 branches, BatchNorm folding): the deploy model equals the training model
+in inference mode."""
 
 from __future__ import annotations
 
@@ -60,6 +61,48 @@ def test_fuse_equals_training_model_and_matches_plan() -> None:
     # float32 sums the branches in another order than the folded kernel: a rounding difference
     # that scales with the outputs (here logits of about 7; the reference fixture's are about 2)
     assert diff <= 1e-5 * max(1.0, float(np.abs(training).max()) / 2), diff
+
+
+@pytest.mark.parametrize(
+    ("spec", "overrides"),
+    [
+        ("specs/large.yaml", ["width=0.25", "head.classes=7", "input.shape=[48, 48, 3]"]),
+        ("specs/ghostnetv2.yaml", ["width=0.25", "head.classes=7", "input.shape=[49, 49, 3]"]),
+        ("specs/ghostnetv3.yaml", ["width=0.25", "head.classes=7", "input.shape=[48, 48, 3]"]),
+    ],
+)
+def test_folding_every_batch_norm_keeps_the_outputs(spec: str, overrides: list[str]) -> None:
+    import keras
+
+    root = Path(__file__).resolve().parent.parent
+    plan = ghostspec.plan(root / spec, overrides)
+    keras.utils.set_random_seed(5)
+    model = ghostspec.build(plan)
+    randomise_statistics(model, 3)
+    deploy = ghostspec.fuse(model, batch_norm=True)
+    kinds = {type(layer) for layer in deploy.layers}
+    assert keras.layers.BatchNormalization not in kinds
+    gates = [x.name for x in deploy.layers if isinstance(x, keras.layers.Activation)]
+    assert all(name.endswith(".gate") for name in gates)  # the rest moved into the convs
+    deploy_plan = fuse_plan(plan, batch_norm=True)
+    assert deploy.count_params() == deploy_plan.params
+    # ghost1's halves stay apart wherever no attention sits in between (v2/v3: blocks 0 and 1)
+    split = [n for n in deploy_plan.nodes if getattr(n, "split_ghost1", False)]
+    names = {x.name for x in deploy.layers}
+    assert split
+    for node in split:
+        assert f"{node.ghost2.primary.conv.name}.intrinsic" in names
+        assert f"{node.ghost1.name}.concat" not in names
+    if "ghostnetv" not in spec:
+        assert len(split) == sum(n.kind == "bottleneck" for n in plan.nodes)
+    with pytest.raises(ghostspec.SpecError, match="deploy model"):
+        ghostspec.export_state_dict(deploy)
+    x = np.random.default_rng(4).normal(size=(2, *plan.input_shape)).astype("float32")
+    training = np.asarray(model(x, training=False))
+    diff = float(np.abs(training - np.asarray(deploy(x, training=False))).max())
+    # relative: random statistics blow GhostNetV3's summed branches up to logits of ~100, where
+    # float32 rounding alone differs by ~1e-5 of the value; a wrong fold is off by ~100%
+    assert diff <= 1e-4 * max(1.0, float(np.abs(training).max())), diff
 
 
 def test_fuse_without_branches_returns_the_model() -> None:
