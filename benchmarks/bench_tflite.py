@@ -6,7 +6,10 @@ Run from the repository root:
 
 Every model is converted in this process with ghostspec's own exporter (`export._tflite_bytes`:
 Keras -> SavedModel -> TFLite), as fp32 and as full-integer int8 with int8 input and output,
-calibrated on `random:32` (latency does not depend on what the calibration saw). The reference is
+calibrated on `random:32` (latency does not depend on what the calibration saw). ghostspec models
+are converted in the form `ghostspec export` converts, `ghostspec.fuse(model, batch_norm=True)`:
+the converter would fold the BatchNorms itself, and the deploy form also keeps ghost1's two halves
+apart up to ghost2's primary conv, so that the wide concatenation is never made. The reference is
 `keras.applications.MobileNetV3Large(weights=None, include_preprocessing=False)`: without its
 Rescaling layer both models take the same already-normalised input, and the comparison is of the
 networks alone (the rescale would add one MUL and one ADD over 224x224x3 to MobileNetV3Large).
@@ -105,7 +108,8 @@ def builders(specs: list[Path]) -> dict[str, Callable[[], Any]]:
     found: dict[str, Callable[[], Any]] = {}
     for spec in [SPEC, *specs]:
         name = "ghostspec " + (spec.stem if spec != SPEC else "large")
-        found[name] = lambda spec=spec: ghostspec.build(spec)
+        # what `ghostspec export` converts: the deploy form (BatchNorm folded, ghost halves split)
+        found[name] = lambda spec=spec: ghostspec.fuse(ghostspec.build(spec), batch_norm=True)
     found[REFERENCE] = lambda: keras.applications.MobileNetV3Large(
         weights=None, input_shape=SHAPE[1:], include_preprocessing=False
     )
