@@ -10,10 +10,10 @@ processes hits both alike; the figures are medians. Compile time is spec file ->
 wrapping `model(x, training=False)` at 224x224, batch 1 and 32, after warm-up.
 Goals: compile <= 1.0x and batch-1 latency <= 1.0x MobileNetV3Large. The latency table also
 shows `ghostspec.fuse(model, batch_norm=True)`, the inference-only deploy form (every BatchNorm
-folded into its conv, ghost1's halves kept apart; what `ghostspec export` converts);
-MobileNetV3Large is timed as Keras builds it, with its BatchNorms, so that row is not like for
-like. `--variants` adds GhostNetV2 and the fused
-(deploy) GhostNetV3 to the latency figures, each with its ratio.
+folded into its conv, ghost1's halves kept apart; what `ghostspec export` converts). Its ratio is
+to MobileNetV3Large as Keras builds it, with BatchNorms, so the table also times MobileNetV3Large
+with its BatchNorms folded the same way and prints that like-for-like ratio. `--variants` adds
+GhostNetV2 and the fused (deploy) GhostNetV3 to the latency figures, each with its ratio.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,65 @@ def compile_times(rounds: int) -> dict[str, list[float]]:
     return times
 
 
+def fold_reference(model: Any) -> Any:
+    """MobileNetV3Large with every conv -> BatchNorm pair folded into one biased conv, for a like
+    for like comparison with ghostspec's deploy form. The functional graph is replayed operation
+    by operation with each folded BatchNorm left out; the arithmetic is ghostspec's own
+    (`fusion.fold_batch_norm`)."""
+    import keras
+    import numpy as np
+    from keras import layers
+
+    from ghostspec.fusion import fold_batch_norm
+
+    convs = (layers.Conv2D, layers.DepthwiseConv2D)
+    bn_after: dict[str, Any] = {}
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            source = layer._inbound_nodes[0].input_tensors[0]._keras_history[0]
+            if isinstance(source, convs):
+                bn_after[source.name] = layer
+    folded = {bn.name for bn in bn_after.values()}
+
+    def new(tensor: Any) -> Any:
+        return tensors[id(tensor)] if isinstance(tensor, keras.KerasTensor) else tensor
+
+    inputs = keras.Input(model.inputs[0].shape[1:])
+    tensors = {id(model.inputs[0]): inputs, id(model.layers[0].output): inputs}
+    for op in model.operations[1:]:
+        node = op._inbound_nodes[0]
+        args = keras.tree.map_structure(new, node.arguments.args)
+        kwargs = keras.tree.map_structure(new, node.arguments.kwargs)
+        if op.name in folded:
+            out = args[0]
+        elif isinstance(op, layers.Layer):
+            config = op.get_config()
+            if op.name in bn_after:
+                config["use_bias"] = True
+            out = op.__class__.from_config(config)(*args, **kwargs)
+        else:  # a keras.ops operation (MobileNetV3's hard-sigmoid arithmetic)
+            out = op(*args, **kwargs)
+        for old, fresh in zip(
+            keras.tree.flatten(node.output_tensors), keras.tree.flatten(out), strict=True
+        ):
+            tensors[id(old)] = fresh
+    result = keras.Model(inputs, tensors[id(model.outputs[0])], name=f"{model.name}_folded")
+    for layer in result.layers[1:]:
+        if not layer.weights:
+            continue
+        source = model.get_layer(layer.name)
+        if layer.name not in bn_after:
+            layer.set_weights(source.get_weights())
+            continue
+        bn = bn_after[layer.name]
+        gamma, beta, mean, var = (np.asarray(w, np.float64) for w in bn.get_weights())
+        kernel = np.asarray(source.kernel, np.float64)
+        depthwise = isinstance(source, layers.DepthwiseConv2D)
+        kernel, bias = fold_batch_norm(kernel, gamma, beta, mean, var, bn.epsilon, depthwise)
+        layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    return result
+
+
 def latencies(
     batch: int, rounds: int, iters: int, variants: bool = False
 ) -> dict[str, list[float]]:
@@ -77,6 +137,7 @@ def latencies(
             ghostspec.build(ROOT / "specs" / "ghostnetv3.yaml")
         )
     models["MobileNetV3Large"] = keras.applications.MobileNetV3Large(weights=None)
+    models["MobileNetV3L, BN folded"] = fold_reference(models["MobileNetV3Large"])
     calls = {}
     for name, model in models.items():
         fn = tf.function(lambda t, m=model: m(t, training=False))
@@ -100,10 +161,14 @@ def report(title: str, times: dict[str, list[float]], unit: float, unit_name: st
     print(f"{title}")
     for name, values in times.items():
         print(
-            f"  {name:<20} median {statistics.median(values) * unit:8.2f} {unit_name}"
+            f"  {name:<24} median {statistics.median(values) * unit:8.2f} {unit_name}"
             f"   min {min(values) * unit:8.2f} {unit_name}   (n={len(values)})"
             f"   {statistics.median(values) / baseline:.2f}x"
         )
+    if "MobileNetV3L, BN folded" in times:
+        deploy = statistics.median(times["large, deploy form"])
+        folded = statistics.median(times["MobileNetV3L, BN folded"])
+        print(f"  like for like, both BN folded: deploy form / folded = {deploy / folded:.2f}x")
     return statistics.median(times["ghostspec large"]) / baseline
 
 
