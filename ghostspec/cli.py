@@ -265,8 +265,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export_model(args: argparse.Namespace) -> tuple[object, str, object, tuple[int, int] | None]:
-    """The model to export, its name, its preprocessing and its static input size."""
+def _export_model(
+    args: argparse.Namespace,
+) -> tuple[object, object, str, object, tuple[int, int] | None]:
+    """The model to export, the model as built (the parity reference), its name, its
+    preprocessing and its static input size."""
     import ghostspec
     from ghostspec.export import Preprocessing
 
@@ -305,14 +308,13 @@ def _export_model(args: argparse.Namespace) -> tuple[object, str, object, tuple[
             )
         shape = model.inputs[0].shape
         size = None if shape[1] is None or shape[2] is None else (int(shape[1]), int(shape[2]))
-        return model, model.name, Preprocessing(), size
+        return model, model, model.name, Preprocessing(), size
     plan = ghostspec.plan(args.source, args.overrides)
-    model = ghostspec.build(plan, weights=args.weights)
-    if args.fuse:
-        model = ghostspec.fuse(model, plan, batch_norm=True)
+    built = ghostspec.build(plan, weights=args.weights)
+    model = ghostspec.fuse(built, plan, batch_norm=True) if args.fuse else built
     h, w, _ = plan.input_shape
     pre = Preprocessing(mean=plan.mean, std=plan.std)
-    return model, plan.name, pre, (None if h is None or w is None else (h, w))
+    return model, built, plan.name, pre, (None if h is None or w is None else (h, w))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -329,7 +331,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         import ghostspec
 
         ghostspec.plan(args.source, args.overrides)  # spec errors before TensorFlow loads
-    model, name, pre, static = _export_model(args)
+    model, built, name, pre, static = _export_model(args)
     size = tuple(args.input_size) if args.input_size else static
     note = ""
     if size is None:
@@ -348,6 +350,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             quantize=args.quantize,
             calibration=args.calibration,
             preprocessing=pre,
+            reference_model=built,
         )
     except export.ExportFault as fault:
         print(f"ghostspec: export failed: {fault}", file=sys.stderr)

@@ -325,8 +325,11 @@ def export(
     quantize: Quantize = "none",
     calibration: str | None = None,
     preprocessing: Preprocessing | None = None,
+    reference_model: Any = None,
 ) -> ExportResult:
-    """Write one artifact atomically and check it against the model. Raises ExportFault."""
+    """Write one artifact of `model` atomically and check it against `reference_model` (default:
+    `model`; the CLI passes the model as built when it exports the deploy form, so the check
+    covers the fusion too). Raises ExportFault."""
     pre = preprocessing or Preprocessing()
     channels = int(model.inputs[0].shape[-1])
     image = (input_size[0], input_size[1], channels)
@@ -341,7 +344,7 @@ def export(
             ]
         )
     samples = parity_batch(image, max(batch or 1, 8))
-    reference = np.asarray(model(samples, training=False))
+    reference = np.asarray((reference_model or model)(samples, training=False))
     if to == "savedmodel":
         with _atomic_directory(output) as directory:
             _savedmodel(model, (batch, *image), directory)

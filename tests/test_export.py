@@ -171,6 +171,24 @@ def test_a_failed_parity_check_removes_the_artifact(
     assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]
 
 
+def test_the_export_command_checks_the_deploy_form_against_the_model_as_built(
+    tiny_spec: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import ghostspec.fusion
+
+    fold = ghostspec.fusion.folded_weights
+
+    def off_by_one(model: Any, op: Any) -> Any:  # a folding bug: every folded bias 1 too big
+        kernel, bias = fold(model, op)
+        return kernel, bias + 1.0
+
+    monkeypatch.setattr(ghostspec.fusion, "folded_weights", off_by_one)
+    monkeypatch.chdir(tmp_path)
+    assert cli.run(["export", str(tiny_spec), "--to", "tflite"]) == 1
+    assert list(tmp_path.iterdir()) == []
+    assert cli.run(["export", str(tiny_spec), "--to", "tflite", "--no-fuse"]) == 0
+
+
 def test_onnx_without_the_extra_says_what_to_install(
     tiny_model: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
