@@ -344,7 +344,8 @@ def export(
             ]
         )
     samples = parity_batch(image, max(batch or 1, 8))
-    reference = np.asarray((reference_model or model)(samples, training=False))
+    checked = model if reference_model is None else reference_model
+    reference = np.asarray(checked(samples, training=False))
     if to == "savedmodel":
         with _atomic_directory(output) as directory:
             _savedmodel(model, (batch, *image), directory)

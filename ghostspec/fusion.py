@@ -21,6 +21,7 @@ from ghostspec.plan import (
     Bottleneck,
     Conv,
     ConvBn,
+    Half,
     Plan,
     Reparam,
     conv_ops,
@@ -119,30 +120,13 @@ def folded_weights(model: Any, op: ConvBn) -> tuple[np.ndarray, np.ndarray]:
     return kernel.astype(np.float32), bias.astype(np.float32)
 
 
-def split_points(plan: Plan) -> dict[str, int]:
-    """Conv name -> channel where a split deploy bottleneck cuts it in two (`split_ghost1`)."""
-    points = {}
-    for node in plan.nodes:
-        if isinstance(node, Bottleneck) and node.split_ghost1:
-            cut = node.ghost1.primary.conv.cout
-            points[node.ghost2.primary.conv.name] = cut
-            if node.conv_dw is not None:
-                points[node.conv_dw.conv.name] = cut
-    return points
-
-
-def split_weights(values: list[np.ndarray], cut: int, half: str, layer: Any) -> list[np.ndarray]:
-    """One half of a conv's [kernel, bias]: both Keras kernel layouts keep the channels that are
-    cut on axis 2. A depthwise conv's bias is cut with them; a plain conv's bias (its output
-    channels are not cut) stays whole with the intrinsic half, whose sum with the other is the
-    conv."""
-    import keras
-
-    part = slice(None, cut) if half == "intrinsic" else slice(cut, None)
-    out = [values[0][:, :, part]]
-    if layer.use_bias:
-        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-        out.append(values[1][part] if depthwise else values[1])
+def half_weights(values: list[np.ndarray], half: Half) -> list[np.ndarray]:
+    """`half`'s [kernel, bias] cut from its whole conv's: both Keras kernel layouts ([kh, kw, in,
+    out] and depthwise [kh, kw, C, 1]) hold the input channels on axis 2."""
+    start, stop = half.channels
+    out = [values[0][:, :, start:stop]]
+    if half.conv.bias:
+        out.append(values[1][start:stop] if half.whole.depthwise else values[1])
     return out
 
 
@@ -182,11 +166,9 @@ def fuse(
         return model
     deploy = build_model(deploy_plan)
     fused = {op.fused.name: op for op in reparams(plan)}
-    folded = {
-        op.conv.name: op
-        for op in conv_ops(plan)
-        if batch_norm and isinstance(op, ConvBn) and op.bn is not None
-    }
+    # the convs whose BatchNorm fuse_plan folded (all of them with batch_norm, none without)
+    bn_convs = (op for op in conv_ops(plan) if isinstance(op, ConvBn) and op.bn is not None)
+    folded = {op.conv.name: op for op in bn_convs} if batch_norm else {}
 
     def weights(name: str) -> list[np.ndarray]:
         """The deploy weights of the layer `name` of the training model."""
@@ -196,13 +178,19 @@ def fuse(
             return list(folded_weights(model, folded[name]))
         return [np.asarray(w) for w in model.get_layer(name).get_weights()]
 
-    splits = split_points(deploy_plan)
+    split = {
+        half.conv.name: half
+        for node in deploy_plan.nodes
+        if isinstance(node, Bottleneck)
+        for pair in node.split_convs
+        for half in pair
+    }
     for layer in deploy.layers:
         if not layer.weights:
             continue
-        base, _, half = layer.name.rpartition(".")
-        if half in ("intrinsic", "ghost") and base in splits:
-            layer.set_weights(split_weights(weights(base), splits[base], half, layer))
+        if layer.name in split:
+            half = split[layer.name]
+            layer.set_weights(half_weights(weights(half.whole.name), half))
         else:
             layer.set_weights(weights(layer.name))
     setattr(deploy, PLAN_ATTRIBUTE, deploy_plan)

@@ -191,6 +191,34 @@ class Reparam:
 
 ConvOp = ConvBn | Reparam
 
+HALVES = ("intrinsic", "ghost")  # layer-name suffixes of a conv split over ghost1's halves
+
+
+@dataclass(frozen=True)
+class Half:
+    """One of the two convs a split deploy bottleneck runs, over ghost1's intrinsic maps or over
+    their ghosts: `conv` (named `<whole>.intrinsic` / `<whole>.ghost`) reads the input channels
+    `channels` of the plan conv `whole`. A depthwise conv's outputs and bias are cut with its
+    inputs; a plain conv keeps all outputs and only the intrinsic half has the bias, so that the
+    two halves sum to the whole conv."""
+
+    conv: Conv
+    whole: Conv
+    channels: tuple[int, int]  # [start, stop) of the whole conv's input channels
+
+
+def halves(whole: Conv, cut: int) -> tuple[Half, Half]:
+    """`whole` as two convs over its first `cut` input channels and the rest."""
+    parts = []
+    for suffix, (start, stop) in zip(HALVES, ((0, cut), (cut, whole.cin)), strict=True):
+        width = stop - start
+        if whole.depthwise:
+            conv = replace(whole, cin=width, cout=width, groups=width)
+        else:
+            conv = replace(whole, cin=width, bias=whole.bias and start == 0)
+        parts.append(Half(replace(conv, name=f"{whole.name}.{suffix}"), whole, (start, stop)))
+    return parts[0], parts[1]
+
 
 def nearest_indices(size_in: int, size_out: int) -> tuple[int, ...]:
     """PyTorch's legacy nearest upsampling rule: src = min(floor(dst * in / out), in - 1)."""
@@ -346,6 +374,16 @@ class Bottleneck(_Node):
     # Deploy plans only (see `fuse_plan`): ghost1's intrinsic and ghost maps stay two tensors up to
     # ghost2's primary conv, which sums two convs instead of reading their concatenation.
     split_ghost1: bool = False
+
+    @property
+    def split_convs(self) -> tuple[tuple[Half, Half], ...]:
+        """A split bottleneck's convs over ghost1's two halves: the strided depthwise conv (cut in
+        and out) where there is one, then ghost2's primary conv (inputs cut)."""
+        if not self.split_ghost1:
+            return ()
+        cut = self.ghost1.primary.conv.cout
+        convs = [] if self.conv_dw is None else [self.conv_dw.conv]
+        return tuple(halves(conv, cut) for conv in [*convs, self.ghost2.primary.conv])
 
     @property
     def shortcut_kind(self) -> Literal["identity", "projection"]:

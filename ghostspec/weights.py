@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.plan import BatchNorm, Layer, Linear, Plan
+from ghostspec.plan import HALVES, BatchNorm, Layer, Linear, Plan
 
 if TYPE_CHECKING:
     import keras
@@ -219,7 +219,7 @@ def export_state_dict(model: keras.Model, source: Any = None) -> StateDict:
     del source
     from keras import layers
 
-    if any(layer.name.endswith((".intrinsic", ".ghost")) for layer in model.layers):
+    if any(layer.name.endswith(tuple(f".{h}" for h in HALVES)) for layer in model.layers):
         raise _error(
             model.name,
             "this is a deploy model (BatchNorm folded into the convs, ghost halves split), which "

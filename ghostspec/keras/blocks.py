@@ -8,13 +8,12 @@ where its weight lives in the reference state dict (see `ghostspec.keras` for th
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import keras
 from keras import layers
 
 from ghostspec.keras.layers import LegacyNearestUpsample
 from ghostspec.plan import (
+    HALVES,
     BatchNorm,
     Bottleneck,
     Classifier,
@@ -222,22 +221,6 @@ def squeeze_excite(x: Tensor, op: SqueezeExcite) -> Tensor:
     return layers.Multiply(name=f"{op.name}.scale")([x, s])
 
 
-def halves(conv: Conv, split: int, axis: str) -> tuple[Conv, Conv]:
-    """`conv` as two convs over the first `split` channels and the rest: "channels" splits a
-    depthwise conv (input and output), "inputs" a plain conv's input channels (the bias stays
-    with the first half, so that their sum is the whole conv)."""
-    rest = conv.cin - split
-    if axis == "channels":
-        return (
-            replace(conv, name=f"{conv.name}.intrinsic", cin=split, cout=split, groups=split),
-            replace(conv, name=f"{conv.name}.ghost", cin=rest, cout=rest, groups=rest),
-        )
-    return (
-        replace(conv, name=f"{conv.name}.intrinsic", cin=split),
-        replace(conv, name=f"{conv.name}.ghost", cin=rest, bias=False),
-    )
-
-
 def split_middle(x: Tensor, node: Bottleneck) -> Tensor:
     """ghost1 -> [strided depthwise conv] -> [SE] -> ghost2's primary conv, with ghost1's two
     halves kept apart (deploy plans, `Bottleneck.split_ghost1`): every op in between works per
@@ -246,35 +229,34 @@ def split_middle(x: Tensor, node: Bottleneck) -> Tensor:
     TFLite."""
     g1, g2 = node.ghost1, node.ghost2
     assert isinstance(g1.primary, ConvBn) and isinstance(g2.primary, ConvBn)
-    split = g1.primary.conv.cout
+    *dw, primary = node.split_convs
     intrinsic = conv_op(x, g1.primary, f"{g1.name}.primary_conv.2")
     parts = [intrinsic, conv_op(intrinsic, g1.cheap, f"{g1.name}.cheap_operation.2")]
-    if node.conv_dw is not None:
+    if dw:
         assert isinstance(node.conv_dw, ConvBn)
-        dw = halves(node.conv_dw.conv, split, "channels")
-        parts = [conv(p, c, node.conv_dw.activation) for p, c in zip(parts, dw, strict=True)]
+        act = node.conv_dw.activation
+        parts = [conv(p, half.conv, act) for p, half in zip(parts, dw[0], strict=True)]
     if node.se is not None:
         se = node.se
         pooled = [
-            layers.GlobalAveragePooling2D(keepdims=True, name=f"{se.name}.pool.{half}")(p)
-            for p, half in zip(parts, ("intrinsic", "ghost"), strict=True)
+            layers.GlobalAveragePooling2D(keepdims=True, name=f"{se.name}.pool.{suffix}")(p)
+            for p, suffix in zip(parts, HALVES, strict=True)
         ]
         s = layers.Concatenate(name=f"{se.name}.pool")(pooled)  # one value per channel: tiny
         s = conv(conv(s, se.reduce, se.activation), se.expand, se.gate)
-        total = se.channels
+        cut = primary[0].channels[1]
         gates = [
-            channel_slice(s, split, total, f"{se.name}.gate.intrinsic"),
+            channel_slice(s, cut, se.channels, f"{se.name}.gate.intrinsic"),
             layers.Cropping2D(
-                ((0, 0), (split, 0)), data_format="channels_first", name=f"{se.name}.gate.ghost"
+                ((0, 0), (cut, 0)), data_format="channels_first", name=f"{se.name}.gate.ghost"
             )(s),
         ]
         parts = [
-            layers.Multiply(name=f"{se.name}.scale.{half}")([p, g])
-            for p, g, half in zip(parts, gates, ("intrinsic", "ghost"), strict=True)
+            layers.Multiply(name=f"{se.name}.scale.{suffix}")([p, g])
+            for p, g, suffix in zip(parts, gates, HALVES, strict=True)
         ]
-    primary = halves(g2.primary.conv, split, "inputs")
     summed = layers.Add(name=f"{g2.primary.conv.name}.sum")(
-        [conv(p, c) for p, c in zip(parts, primary, strict=True)]
+        [conv(p, half.conv) for p, half in zip(parts, primary, strict=True)]
     )
     summed = activation(summed, g2.primary.activation, f"{g2.name}.primary_conv.2")
     return ghost_module(summed, g2, primary=summed)
