@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,3 +63,53 @@ def write_text(target: str | Path, text: str) -> None:
 def write_with(target: str | Path, writer: Callable[[Path], None]) -> None:
     with atomic_path(target) as temp:
         writer(temp)
+
+
+def read_regular_file(path: str | Path, limit: int, what: str, hint: str | None = None) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, or a SpecError naming it.
+
+    FIFOs, devices and folders are refused before anything is read (a FIFO would block, and
+    /dev/zero never ends), and at most `limit + 1` bytes are read even if the file grows.
+    """
+    name = str(path)
+
+    def refuse(message: str, advice: str | None = hint) -> SpecError:
+        return SpecError([Diagnostic(file=name, message=message, hint=advice)])
+
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then tells what it is.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise refuse(f"no such {what}", "check the path") from None
+    except IsADirectoryError:
+        raise refuse(f"is a directory, not a {what}", "name a file") from None
+    except OSError as err:
+        raise refuse(f"cannot read the {what}: {err.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise refuse(f"is a directory, not a {what}", "name a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise refuse(
+                f"is not a regular file (a pipe, device or socket); a {what} must be a file",
+                "copy the content into a regular file and pass that",
+            )
+        if info.st_size > limit:
+            raise refuse(f"the {what} is {info.st_size:,} bytes; the limit is {limit:,}")
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        remaining = limit + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise refuse(f"the {what} is larger than the limit of {limit:,} bytes")
+        return data
+    except OSError as err:
+        raise refuse(f"cannot read the {what}: {err.strerror}") from None
+    finally:
+        os.close(fd)

@@ -18,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.files import read_regular_file
 
 PathKey = str | int
 DocPath = tuple[PathKey, ...]
@@ -343,15 +344,7 @@ def read_text(path: Path) -> str:
                 )
             ]
         )
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise SpecError(
-                [Diagnostic(file=name, message=f"file is {size} bytes; specs are at most 1 MiB")]
-            )
-        raw = path.read_bytes()
-    except OSError as err:
-        raise SpecError([Diagnostic(file=name, message=f"cannot read: {err.strerror}")]) from None
+    raw = read_regular_file(path, MAX_FILE_BYTES, "spec file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
