@@ -33,6 +33,24 @@ CORE_TAGS = frozenset(
 
 
 @dataclass(frozen=True)
+class Language:
+    """What a document is, for the words of its messages: specs and recipes share this module."""
+
+    noun: str
+    flag: str
+    start: str
+    example: str
+
+
+SPEC = Language(
+    noun="spec",
+    flag="--set",
+    start="a spec starts with `ghostspec: 1`, a name and its stages",
+    example="--set width=1.3 or --set stages.0.0.3=2",
+)
+
+
+@dataclass(frozen=True)
 class Override:
     """One `--set key.path=value`, parsed."""
 
@@ -50,6 +68,7 @@ class Document:
     text: str
     tree: Any
     overrides: tuple[Override, ...] = ()
+    language: Language = SPEC
     _lines: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +105,7 @@ class Document:
             column=column,
             hint=hint,
             override=override.text if override else None,
+            override_flag=self.language.flag if override else None,
             source_line=source_line,
         )
 
@@ -325,14 +345,19 @@ def parse_text(text: str, name: str) -> Any:
         raise SpecError([Diagnostic(file=name, message="nesting is too deep to read")]) from None
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, language: Language = SPEC) -> str:
     """The file's text, with clear diagnostics for the ways reading can fail."""
     name = str(path)
+    noun = language.noun
     if not path.exists():
         raise SpecError([Diagnostic(file=name, message="no such file", hint="check the path")])
     if path.is_dir():
         raise SpecError(
-            [Diagnostic(file=name, message="is a directory, not a spec file", hint="name a file")]
+            [
+                Diagnostic(
+                    file=name, message=f"is a directory, not a {noun} file", hint="name a file"
+                )
+            ]
         )
     if path.suffix.lower() not in SUFFIXES:
         raise SpecError(
@@ -340,11 +365,11 @@ def read_text(path: Path) -> str:
                 Diagnostic(
                     file=name,
                     message=f"unknown file type {path.suffix or '(none)'!r}",
-                    hint="specs are .yaml, .yml or .json files",
+                    hint=f"{noun}s are .yaml, .yml or .json files",
                 )
             ]
         )
-    raw = read_regular_file(path, MAX_FILE_BYTES, "spec file")
+    raw = read_regular_file(path, MAX_FILE_BYTES, f"{noun} file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -366,12 +391,17 @@ def read_text(path: Path) -> str:
 
 
 def load_document(
-    source: str | Path, overrides: list[str] | tuple[str, ...] = (), *, text: str | None = None
+    source: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    text: str | None = None,
+    language: Language = SPEC,
 ) -> Document:
-    """Read a spec file (or `text` named `source`) and apply overrides. Raises SpecError."""
+    """Read a spec or recipe file (or `text` named `source`) and apply overrides. Raises
+    SpecError."""
     name = str(source)
     if text is None:
-        text = read_text(Path(source))
+        text = read_text(Path(source), language)
     tree = parse_text(text, name)
     if tree is None:
         raise SpecError(
@@ -381,7 +411,7 @@ def load_document(
                     message="the file is empty",
                     line=1,
                     column=1,
-                    hint="a spec starts with `ghostspec: 1`, a name and its stages",
+                    hint=language.start,
                 )
             ]
         )
@@ -394,20 +424,24 @@ def load_document(
                     message=f"the top level must be a mapping of keys to values, not a {kind}",
                     line=1,
                     column=1,
-                    hint="a spec starts with `ghostspec: 1`, a name and its stages",
+                    hint=language.start,
                     source_line=text.splitlines()[0] if text.splitlines() else None,
                 )
             ]
         )
-    doc = Document(name=name, text=text, tree=tree)
+    doc = Document(name=name, text=text, tree=tree, language=language)
     applied = []
     problems = []
     for text_ in overrides:
-        ov = parse_override(text_, name)
+        ov = parse_override(text_, name, language)
         created = not _exists(tree, ov.path)
         problem = apply_override(tree, ov)
         if problem:
-            problems.append(Diagnostic(file=name, message=problem, override=ov.text))
+            problems.append(
+                Diagnostic(
+                    file=name, message=problem, override=ov.text, override_flag=language.flag
+                )
+            )
         applied.append(dataclasses.replace(ov, created=created))
     if problems:
         raise SpecError(problems)
@@ -427,7 +461,7 @@ def _exists(tree: Any, path: DocPath) -> bool:
     return True
 
 
-def parse_override(text: str, file: str = "--set") -> Override:
+def parse_override(text: str, file: str = "--set", language: Language = SPEC) -> Override:
     """`a.b.0=value`: the value is a YAML scalar or flow collection (`[96, 96, 3]`)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -437,7 +471,7 @@ def parse_override(text: str, file: str = "--set") -> Override:
                 Diagnostic(
                     file=file,
                     message=f"override {text!r} is not of the form key.path=value",
-                    hint="for example --set width=1.3 or --set stages.0.0.3=2",
+                    hint=f"for example {language.example}",
                 )
             ]
         )
@@ -457,8 +491,9 @@ def parse_override(text: str, file: str = "--set") -> Override:
                     file=file,
                     message=f"override {text!r}: the value is not valid YAML "
                     f"({getattr(err, 'problem', None) or str(err).splitlines()[0]})",
-                    hint="quote values with spaces or brackets: --set 'input.shape=[96, 96, 3]'",
+                    hint=f"quote values with spaces or brackets: {language.flag} 'key.path=[1, 2]'",
                     override=text,
+                    override_flag=language.flag,
                 )
             ]
         ) from None

@@ -29,19 +29,24 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _fields_at(path: DocPath) -> list[str]:
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's fields by the key a document writes (its alias, where it has one)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
+def _fields_at(path: DocPath, root: type[BaseModel] = Spec) -> list[str]:
     """Known keys of the model at `path`, for 'did you mean' hints."""
-    model: type[BaseModel] | None = Spec
+    model: type[BaseModel] | None = root
     for key in path:
         if model is None:
             return []
         if isinstance(key, int):
             continue
-        field = model.model_fields.get(key)
+        field = _keys(model).get(key)
         if field is None:
             return []
         model = _model_of(field.annotation)
-    return list(model.model_fields) if model else []
+    return list(_keys(model)) if model else []
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -59,7 +64,7 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return _model_of(origin) if origin is not None and origin is not annotation else None
 
 
-def _message(err: dict[str, Any]) -> tuple[str, str | None]:
+def _message(err: dict[str, Any], root: type[BaseModel] = Spec) -> tuple[str, str | None]:
     """Plain-English text for a pydantic error, and a hint where one helps."""
     kind = err["type"]
     value = err.get("input")
@@ -68,7 +73,7 @@ def _message(err: dict[str, Any]) -> tuple[str, str | None]:
     if kind == "missing":
         return f"missing required field {loc[-1]!r}", None
     if kind == "extra_forbidden":
-        known = _fields_at(tuple(loc[:-1]))
+        known = _fields_at(tuple(loc[:-1]), root)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = (
             f"did you mean {close[0]!r}?"
@@ -133,17 +138,24 @@ def spec_from_document(doc: Document) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        diagnostics: list[Diagnostic] = []
-        for err in exc.errors():
-            path = _strip_loc(err["loc"])
-            message, hint = _message(err)
-            at_key = err["type"] == "extra_forbidden"
-            diagnostics.append(doc.diagnostic(path, message, hint, at_key=at_key))
-        raise SpecError(_dedupe(diagnostics)) from None
+        raise SpecError(validation_diagnostics(exc, doc, Spec)) from None
     problems = semantic_problems(spec, doc)
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def validation_diagnostics(
+    exc: ValidationError, doc: Document, root: type[BaseModel]
+) -> list[Diagnostic]:
+    """Every error of `root.model_validate` on the document's data, located in the document."""
+    diagnostics: list[Diagnostic] = []
+    for err in exc.errors():
+        path = _strip_loc(err["loc"])
+        message, hint = _message(err, root)
+        at_key = err["type"] == "extra_forbidden"
+        diagnostics.append(doc.diagnostic(path, message, hint, at_key=at_key))
+    return _dedupe(diagnostics)
 
 
 def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
