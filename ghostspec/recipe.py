@@ -32,20 +32,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.source import DocPath, Document, Language, load_document
+from ghostspec.source import RECIPE, DocPath, Document, load_document
 from ghostspec.spec import Name, _not_bool, integer, number
 from ghostspec.validate import validation_diagnostics
 
-VERSION_KEY = "ghostspec-recipe"
+VERSION_KEY = RECIPE.version_key
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 SHORT_NAMES: tuple[str, ...] = ("finetune", "imagenet")
 DEFAULT_RECIPE = "finetune"
-LANGUAGE = Language(
-    noun="recipe",
-    flag="--hp",
-    start="a recipe starts with `ghostspec-recipe: 1`; see `ghostspec schema --recipe`",
-    example="--hp epochs=3 or --hp optimizer.lr=0.05",
-)
 _DEFER_RULES = "ghostspec.recipe.defer_rules"
 
 
@@ -379,7 +373,7 @@ def load_recipe(
 ) -> Recipe:
     """Read and validate a recipe file, a short name or `text` named `source`. Raises SpecError."""
     path = source if text is not None else resolve_source(source)
-    doc = load_document(path, tuple(overrides), text=text, language=LANGUAGE)
+    doc = load_document(path, tuple(overrides), text=text, language=RECIPE)
     return recipe_from_document(doc)
 
 
@@ -412,14 +406,8 @@ def dump_recipe(recipe: Recipe) -> str:
     return format_text(dump_yaml(data), "recipe.yaml")
 
 
-def is_recipe(tree: Any) -> bool:
-    """Whether a loaded top-level mapping declares itself a recipe (by its version key)."""
-    return isinstance(tree, dict) and VERSION_KEY in tree
-
-
 __all__ = [
     "DEFAULT_RECIPE",
-    "LANGUAGE",
     "RECIPES_DIR",
     "VERSION_KEY",
     "Augment",
