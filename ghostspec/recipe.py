@@ -23,8 +23,11 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Strict,
     StrictBool,
+    Tag,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -113,8 +116,8 @@ class Schedule(_Model):
 
     kind: Literal["constant", "step", "cosine"] = Field(
         "cosine",
-        description="constant; step (multiply by decay_rate every decay_epochs); cosine (from "
-        "the scaled lr down to min_lr at the last epoch).",
+        description="constant; step (lr * decay_rate ** floor(epoch / decay_epochs)); cosine "
+        "(from the scaled lr down to min_lr at the last epoch).",
     )
     decay_rate: number(gt=0.0, le=1.0) = Field(
         0.973, description="step: the factor applied every decay_epochs."
@@ -127,8 +130,9 @@ class Schedule(_Model):
     )
     warmup_epochs: number(ge=0.0, le=100_000.0) = Field(
         0.0,
-        description="Epochs of linear warm-up from warmup_lr to the scaled lr; 0 for none. The "
-        "schedule's decay counts from the end of the warm-up.",
+        description="Epochs of linear warm-up from warmup_lr to the scaled lr, in place of the "
+        "schedule's first epochs (the schedule counts epochs from the start of training, as "
+        "timm does); 0 for none.",
     )
     warmup_lr: number(ge=0.0, le=100.0) = Field(
         1.0e-6, description="The rate at the first step of the warm-up; at most the scaled lr."
@@ -216,13 +220,48 @@ class TeacherSpec(_Model):
     )
 
 
-KerasPath = Annotated[str, Field(pattern=r"\.keras$", min_length=7)]
+def _keras_file(value: str) -> str:
+    if not value.endswith(".keras"):
+        raise PydanticCustomError(
+            "keras_path",
+            "{value} is not a .keras file; give a saved model (PATH.keras) or {other}",
+            {"value": repr(value), "other": "{spec: PATH, weights: PATH}"},
+        )
+    return value
+
+
+# Union tags in brackets, which error locations drop like pydantic's own (validate._strip_loc).
+FILE_TAG, SPEC_TAG = "teacher[file]", "teacher[spec]"
+
+
+def _teacher_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return FILE_TAG
+    if isinstance(value, dict | TeacherSpec):
+        return SPEC_TAG
+    return None
+
+
+KerasPath = Annotated[
+    str,
+    Strict(),
+    Field(json_schema_extra={"pattern": r"\.keras$"}),
+    AfterValidator(_keras_file),
+]
+Teacher = Annotated[
+    Annotated[KerasPath, Tag(FILE_TAG)] | Annotated[TeacherSpec, Tag(SPEC_TAG)],
+    Discriminator(
+        _teacher_kind,
+        custom_error_type="teacher",
+        custom_error_message="expected a saved model (PATH.keras) or {spec: PATH, weights: PATH}",
+    ),
+]
 
 
 class Distill(_Model):
     """Knowledge distillation from a frozen teacher (GhostNetV3's training strategy)."""
 
-    teacher: KerasPath | TeacherSpec = Field(
+    teacher: Teacher = Field(
         description="A saved model (PATH.keras) or {spec: PATH, weights: PATH}."
     )
     weight: number(ge=0.0, le=1_000.0) = Field(
@@ -373,6 +412,16 @@ def load_recipe(
 ) -> Recipe:
     """Read and validate a recipe file, a short name or `text` named `source`. Raises SpecError."""
     path = source if text is not None else resolve_source(source)
+    if text is None and not Path(path).exists():
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=str(source),
+                    message="no such recipe file",
+                    hint=f"check the path, or name a shipped recipe: {', '.join(SHORT_NAMES)}",
+                )
+            ]
+        )
     doc = load_document(path, tuple(overrides), text=text, language=RECIPE)
     return recipe_from_document(doc)
 
