@@ -21,25 +21,22 @@ from ghostspec.diagnostics import Diagnostic, SpecError, render_json, render_tex
 EXIT_OK, EXIT_FAULT, EXIT_INVALID = 0, 1, 2
 
 
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a spec value, e.g. --set width=1.3 --set stages.0.0.3=2 (repeatable)",
+def _add_overrides(
+    parser: argparse.ArgumentParser, flag: str = "--set", dest: str = "overrides"
+) -> None:
+    """--set for spec values; --hp (dest hyperparameters) for recipe values."""
+    example = (
+        "a spec value, e.g. --set width=1.3 --set stages.0.0.3=2"
+        if flag == "--set"
+        else "a recipe value, e.g. --hp epochs=3 --hp optimizer.lr=0.05"
     )
-
-
-def _add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--hp",
-        dest="hyperparameters",
+        flag,
+        dest=dest,
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override a recipe value, e.g. --hp epochs=3 --hp optimizer.lr=0.05 (repeatable)",
+        help=f"override {example} (repeatable)",
     )
 
 
@@ -56,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE")
     _add_overrides(p)
-    _add_hyperparameters(p)
+    _add_overrides(p, "--hp", "hyperparameters")
     p.add_argument("--format", choices=["text", "json"], default="text")
 
     p = commands.add_parser("inspect", help="print the resolved network: one row per node")

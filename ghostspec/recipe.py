@@ -2,8 +2,9 @@
 
 A recipe is read by the spec's own machinery (source.py: positions, `--hp` overrides, located
 diagnostics); the pydantic models below are the language and the only place defaults live.
-Rules between fields (a warm-up that starts above the rate it warms up to, a crop range written
-backwards) are `rule_problems`, reported on the node they concern.
+A [low, high] range written backwards is refused on the range itself; rules between fields (a
+warm-up that starts above the rate it warms up to, or lasts longer than the run) are
+`rule_problems`, reported on the node to change.
 
 Optimizer fields that the chosen `kind` does not read are ignored (rho by sgd, beta_1 by rmsprop,
 and so on), so that `--hp optimizer.kind=...` switches optimizers without editing the file;
@@ -461,7 +462,6 @@ __all__ = [
     "VERSION_KEY",
     "Augment",
     "Crop",
-    "Diagnostic",
     "Distill",
     "EarlyStopping",
     "Ema",

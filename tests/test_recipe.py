@@ -584,3 +584,12 @@ def test_finetune_recipe_is_short_and_light() -> None:
     assert r.label_smoothing == 0.1
     assert r.ema is None and r.augment.randaugment is None and r.augment.erasing == 0
     assert r.optimizer.kind == "adamw"
+
+
+def test_readme_example_is_the_defaults() -> None:
+    """The README's recipe by example states every default; it must stay true."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```yaml\nghostspec-recipe: 1\n", 1)[1].split("```", 1)[0]
+    example = load_recipe("README.md", text=MINIMAL + block)
+    assert example == load_recipe("r.yaml", text=MINIMAL)
+    assert "distill" in block and "early_stopping" in block
