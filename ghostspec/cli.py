@@ -7,6 +7,7 @@ click costs about 0.15 s of imports on its own; rich is imported only where a ta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -138,12 +139,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if size is not None and min(size) < 1:
         raise SpecError([Diagnostic(file="--input-size", message="H and W must be at least 1")])
     plan = ghostspec.plan(args.spec, args.overrides, input_size=size)
+    accepts = plan.input_shape
+    if plan.macs is None:  # any input size: cost it at the reference size instead of not at all
+        from ghostspec.plan import reference_size
+
+        with contextlib.suppress(SpecError):  # no room at that size: --input-size it is
+            at = reference_size(plan.input_shape[:2])
+            plan = ghostspec.plan(args.spec, args.overrides, input_size=at)
     if args.format == "json":
-        print(json.dumps(report.plan_report(plan), indent=2))
+        print(json.dumps(report.plan_report(plan, accepts), indent=2))
     elif args.format == "markdown":
-        print(report.render_markdown(plan))
+        print(report.render_markdown(plan, accepts))
     else:
-        print(report.render_table(plan))
+        print(report.render_table(plan, accepts))
     return EXIT_OK
 
 

@@ -302,7 +302,7 @@ class Block(_Model):
             "then": {
                 "properties": {
                     "repeat": {
-                        "maximum": 1,
+                        "const": 1,  # not maximum: editors show errorMessage for const only
                         "errorMessage": "repeat with stride 2 is ambiguous: every copy would "
                         f"halve the size; {REPEAT_HINT}",
                     }
