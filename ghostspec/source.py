@@ -180,6 +180,9 @@ class Document:
                 key = _column_index(key, node, self.language.row_columns)
             if isinstance(node, CommentedMap) and key in node:
                 pos = _lookup(node.lc.key if (last and at_key) else node.lc.value, key)
+                key_pos = _lookup(node.lc.key, key)
+                if node[key] is None and pos and key_pos and pos[0] != key_pos[0]:
+                    pos = key_pos  # `key:` with nothing after it: ruamel marks the next line
                 node = node[key]
             elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
                 pos = _lookup(node.lc.item, key)

@@ -343,6 +343,18 @@ def test_yaml_1_1_directive_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 0
 
 
+def test_an_empty_value_is_reported_on_its_key_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`key:` with nothing after it is null; ruamel marks such a value on the next line, editors
+    on the key's, and so does ghostspec."""
+    code, records = validate(
+        capsys, write(tmp_path, VALID + "ghost:\nhead:\n  pooling:\n  classes: 10\n")
+    )
+    assert code == 2
+    assert [(d["path"], d["line"]) for d in records] == [("ghost", 7), ("head.pooling", 9)]
+
+
 def test_std_entries_must_be_above_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = VALID.replace("{shape: [64, 64, 3]}", "{shape: [64, 64, 3], std: [0.2, 0, -1]}")
     code, records = validate(capsys, write(tmp_path, text))
