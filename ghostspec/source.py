@@ -314,6 +314,7 @@ _YAML11_BOOLEANS = {
     **dict.fromkeys(("n", "N", "no", "No", "NO", "off", "Off", "OFF"), "false"),
 }
 _SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+_CORE_NUMBER = re.compile("|".join(p for n, p, _ in _CORE_SCALARS if n in ("int", "float")))
 _NUMBER_1_1 = re.compile(
     r"[-+]?(?:0b[01_]+|0o[0-7_]+|0x[0-9a-fA-F_]+|[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?"
     r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?)"
@@ -324,14 +325,13 @@ def yaml11_reading(text: str) -> str | None:
     """The plain YAML 1.2 form of `text` where YAML 1.1 (PyYAML, older tools) would read a number
     or a boolean and YAML 1.2 reads text: `1_000` -> `1000`, `0b101` -> `5`, `1:30` -> `90`,
     `+0x1f` -> `31`, `yes` -> `true`. None for anything else, core numbers included."""
-    core = dict((name, pattern) for name, pattern, _ in _CORE_SCALARS)
-    if re.fullmatch(f"{core['int']}|{core['float']}", text):
+    if _CORE_NUMBER.fullmatch(text):
         return None
     if text in _YAML11_BOOLEANS:
         return _YAML11_BOOLEANS[text]
     sign = "-" if text.startswith("-") else ""
     body = text.lstrip("+-").replace("_", "")
-    if _SEXAGESIMAL.fullmatch(text) and body:
+    if _SEXAGESIMAL.fullmatch(text):
         whole, _, fraction = body.partition(".")
         value = 0
         for part in whole.split(":"):
@@ -608,15 +608,15 @@ def parse_override(text: str, file: str = "--set", *, language: Language = Langu
         value = parse_text(raw, file)
     except SpecError as err:
         first = err.diagnostics[0]
-        problem, hint = first.message, first.hint
-        if problem.startswith("YAML syntax: "):
-            problem = f"is not valid YAML ({problem.removeprefix('YAML syntax: ')})"
+        problem, hint = f"in the value: {first.message}", first.hint
+        if first.message.startswith("YAML syntax: "):
+            problem = f"the value is not valid YAML ({first.message.removeprefix('YAML syntax: ')})"
             hint = f"quote values with spaces or brackets: {flag} 'key=[1, 2, 3]'"
         raise SpecError(
             [
                 Diagnostic(
                     file=file,
-                    message=f"override {shown!r}: the value {problem}",
+                    message=f"override {shown!r}: {problem}",
                     hint=hint,
                     override=shown,
                 )

@@ -94,7 +94,7 @@ Channels = integer(ge=1, le=MAX_CHANNELS)
 Kernel = Annotated[
     int,
     Strict(),
-    Field(ge=1, le=15),
+    Field(ge=KERNELS[0], le=KERNELS[-1]),
     BeforeValidator(_integral),
     AfterValidator(_odd),
     # an enum, so the editor's message lists the valid kernels and completion offers them
@@ -301,8 +301,9 @@ class Block(_Model):
             "if": {"properties": {"stride": {"const": 2}}, "required": ["stride"]},
             "then": {
                 "properties": {
+                    # const, not maximum: yaml-language-server shows errorMessage for const only
                     "repeat": {
-                        "const": 1,  # not maximum: editors show errorMessage for const only
+                        "const": 1,
                         "errorMessage": "repeat with stride 2 is ambiguous: every copy would "
                         f"halve the size; {REPEAT_HINT}",
                     }
