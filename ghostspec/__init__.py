@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.plan import Plan, lower, make_divisible
-from ghostspec.source import Document, load_document
+from ghostspec.source import Document
 from ghostspec.spec import Spec
+from ghostspec.validate import load_spec_document as load_document
 from ghostspec.validate import size_problems, spec_from_document
 
 if TYPE_CHECKING:
@@ -106,7 +107,8 @@ def fuse(
     """
     from ghostspec.fusion import fuse as _fuse
 
-    return _fuse(model, source, batch_norm)
+    resolved = source if source is None or isinstance(source, Plan) else plan(source)
+    return _fuse(model, resolved, batch_norm)
 
 
 def export_state_dict(model: Any, source: SpecSource | Plan | None = None) -> dict[str, Any]:

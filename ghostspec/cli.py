@@ -7,6 +7,7 @@ click costs about 0.15 s of imports on its own; rich is imported only where a ta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -123,9 +124,10 @@ def _version() -> str:
 def _validate_one(path: str, args: argparse.Namespace) -> dict[str, object]:
     """Validate a spec or a recipe (told apart by the version key); its summary record."""
     import ghostspec
-    from ghostspec.source import RECIPE, detect_language
+    from ghostspec.languages import LANGUAGES, RECIPE
+    from ghostspec.source import detect_language
 
-    if detect_language(path) is RECIPE:
+    if detect_language(path, LANGUAGES) is RECIPE:
         from ghostspec.recipe import load_recipe
 
         recipe = load_recipe(path, args.hyperparameters)
@@ -186,12 +188,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if size is not None and min(size) < 1:
         raise SpecError([Diagnostic(file="--input-size", message="H and W must be at least 1")])
     plan = ghostspec.plan(args.spec, args.overrides, input_size=size)
+    accepts = plan.input_shape
+    if plan.macs is None:  # any input size: cost it at the reference size instead of not at all
+        from ghostspec.plan import reference_size
+
+        with contextlib.suppress(SpecError):  # no room at that size: --input-size it is
+            at = reference_size(plan.input_shape[:2])
+            plan = ghostspec.plan(args.spec, args.overrides, input_size=at)
     if args.format == "json":
-        print(json.dumps(report.plan_report(plan), indent=2))
+        print(json.dumps(report.plan_report(plan, accepts), indent=2))
     elif args.format == "markdown":
-        print(report.render_markdown(plan))
+        print(report.render_markdown(plan, accepts))
     else:
-        print(report.render_table(plan))
+        print(report.render_table(plan, accepts))
     return EXIT_OK
 
 
@@ -235,13 +244,14 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_fmt(args: argparse.Namespace) -> int:
     from ghostspec.files import write_text
     from ghostspec.fmt import format_text
+    from ghostspec.languages import LANGUAGES
     from ghostspec.source import detect_language, read_text
 
     problems: list[Diagnostic] = []
     changed = []
     for spec in args.specs:
         try:
-            text = read_text(Path(spec), detect_language(spec))
+            text = read_text(Path(spec), detect_language(spec, LANGUAGES))
             formatted = format_text(text, spec)
         except SpecError as err:
             problems.extend(err.diagnostics)

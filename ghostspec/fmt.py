@@ -13,7 +13,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from ghostspec.source import parse_text
+from ghostspec.source import CoreResolver, parse_text
 
 
 def _scalar(value: Any) -> bool:
@@ -67,6 +67,7 @@ def format_text(text: str, name: str) -> str:
         return text
     _canonicalise(tree)
     yaml = YAML(typ="rt")
+    yaml.Resolver = CoreResolver  # quote exactly what YAML 1.2 would misread, as the reader does
     yaml.indent(mapping=2, sequence=4, offset=2)
     yaml.width = 4096  # a block stays on one line, however long
     yaml.preserve_quotes = True

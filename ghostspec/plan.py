@@ -17,7 +17,14 @@ from ghostspec.spec import Block, GhostSettings, Spec
 Size = tuple[int | None, int | None]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+REFERENCE_SIDE = 224  # the side a network of any input size is costed (and exported) at
 Path = tuple[str | int, ...]
+
+
+def reference_size(size: Size) -> tuple[int, int]:
+    """The size a network is costed at: its own, with REFERENCE_SIDE for a side of any size."""
+    h, w = size
+    return (REFERENCE_SIDE if h is None else h, REFERENCE_SIDE if w is None else w)
 
 
 def make_divisible(value: float, divisor: int, round_limit: float = 0.9) -> int:

@@ -36,7 +36,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.source import RECIPE, DocPath, Document, load_document
+from ghostspec.languages import RECIPE, SPEC
+from ghostspec.source import DocPath, Document, load_document
 from ghostspec.spec import Name, _not_bool, integer, number
 from ghostspec.validate import validation_diagnostics
 
@@ -423,7 +424,7 @@ def load_recipe(
                 )
             ]
         )
-    doc = load_document(path, tuple(overrides), text=text, language=RECIPE)
+    doc = load_document(path, tuple(overrides), text=text, language=RECIPE, others=(SPEC,))
     return recipe_from_document(doc)
 
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.source import DocPath, Document
-from ghostspec.spec import Block, Spec
+from ghostspec.source import DocPath, Document, load_document, yaml11_reading
+from ghostspec.languages import RECIPE
+from ghostspec.spec import LANGUAGE, NAME_RULE, Spec
 
 MAX_PARAMS = 1_000_000_000
 MAX_MACS = 1_000_000_000_000
+
+
+def load_spec_document(
+    source: str | Path, overrides: list[str] | tuple[str, ...] = (), *, text: str | None = None
+) -> Document:
+    """Read a spec file (or `text` named `source`) and apply overrides. Raises SpecError."""
+    return load_document(source, overrides, text=text, language=LANGUAGE, others=(RECIPE,))
 
 
 def _describe(value: Any) -> str:
@@ -70,6 +79,27 @@ def _message(err: dict[str, Any], root: type[BaseModel] = Spec) -> tuple[str, st
     value = err.get("input")
     ctx = err.get("ctx") or {}
     loc = err["loc"]
+    if "field" in ctx:  # a rule between fields (spec.rule)
+        return err["msg"], ctx.get("hint")
+    message, hint = _plain_message(kind, value, ctx, loc, err, root)
+    if hint is None and isinstance(value, str) and kind.endswith(("_type", "_parsing")):
+        plain = yaml11_reading(value)
+        boolean = plain in ("true", "false")
+        if plain is not None and boolean == (kind == "bool_type"):
+            hint = (
+                f"YAML 1.2 (which ghostspec and editors read) takes {value} as text; write {plain}"
+            )
+    return message, hint
+
+
+def _plain_message(
+    kind: str,
+    value: Any,
+    ctx: dict[str, Any],
+    loc: tuple[Any, ...],
+    err: dict[str, Any],
+    root: type[BaseModel],
+) -> tuple[str, str | None]:
     if kind == "missing":
         return f"missing required field {loc[-1]!r}", None
     if kind == "extra_forbidden":
@@ -113,10 +143,7 @@ def _message(err: dict[str, Any], root: type[BaseModel] = Spec) -> tuple[str, st
     if kind == "too_long":
         return f"allows at most {ctx.get('max_length')} item(s)", None
     if kind == "string_pattern_mismatch":
-        return (
-            f"{value!r} is not a valid name",
-            "use letters, digits, '_', '.', '-' (starting with a letter or digit), at most 64",
-        )
+        return f"{value!r} is not a valid name", NAME_RULE
     if kind == "row_length":
         return err["msg"], "write all five columns, or use the mapping form {hidden: .., out: ..}"
     return err["msg"], None
@@ -152,6 +179,9 @@ def validation_diagnostics(
     diagnostics: list[Diagnostic] = []
     for err in exc.errors():
         path = _strip_loc(err["loc"])
+        field = (err.get("ctx") or {}).get("field")  # a model rule names the field to point at
+        if field is not None:
+            path = (*path, field)
         message, hint = _message(err, root)
         at_key = err["type"] == "extra_forbidden"
         diagnostics.append(doc.diagnostic(path, message, hint, at_key=at_key))
@@ -178,19 +208,9 @@ def total_stride(spec: Spec) -> int:
 
 
 def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
-    """Rules the schema cannot express, each reported on the offending node."""
+    """Rules no JSON Schema can express (they depend on other values or on the whole network),
+    each reported on the offending node; the README's editor section lists them."""
     problems: list[Diagnostic] = []
-    for s, stage in enumerate(spec.stages):
-        for j, block in enumerate(stage):
-            problems.extend(_block_problems(block, ("stages", s, j), doc))
-    if spec.head.include_top and spec.head.pooling is None:
-        problems.append(
-            doc.diagnostic(
-                ("head", "pooling"),
-                "a classifier needs global pooling",
-                "set head.pooling to avg or max, or set head.include_top to false",
-            )
-        )
     channels = spec.input.shape[2]
     for key in ("mean", "std"):
         values = getattr(spec.input, key)
@@ -202,8 +222,6 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
                     "give one value per channel",
                 )
             )
-    if spec.input.std is not None and any(v <= 0 for v in spec.input.std):
-        problems.append(doc.diagnostic(("input", "std"), "every value must be above 0"))
     blocks = sum(block.repeat for stage in spec.stages for block in stage)
     if spec.ghost.attention == "dfc" and spec.ghost.attention_from >= blocks:
         problems.append(
@@ -226,19 +244,6 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
                 )
             )
     return problems
-
-
-def _block_problems(block: Block, path: DocPath, doc: Document) -> list[Diagnostic]:
-    if block.repeat > 1 and block.stride == 2:
-        return [
-            doc.diagnostic(
-                (*path, "repeat"),
-                f"repeat {block.repeat} with stride 2 is ambiguous: every copy would halve "
-                "the size",
-                "write the stride-2 block once, then a stride-1 block with the repeat",
-            )
-        ]
-    return []
 
 
 def size_problems(plan: Any, doc: Document) -> list[Diagnostic]:

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from ghostspec.cli import run
 from ghostspec.recipe import RECIPES_DIR, Recipe
 from ghostspec.recipe_schema import render
-from ghostspec.source import RECIPE, load_document
+from ghostspec.languages import RECIPE
+from ghostspec.source import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "schemas" / "ghostspec-recipe.schema.json"
