@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.source import DocPath, Document, load_document, yaml11_reading
 from ghostspec.languages import RECIPE
+from ghostspec.source import DocPath, Document, load_document, yaml11_reading
 from ghostspec.spec import LANGUAGE, NAME_RULE, Spec
 
 MAX_PARAMS = 1_000_000_000

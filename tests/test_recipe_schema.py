@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ghostspec.cli import run
+from ghostspec.languages import RECIPE
 from ghostspec.recipe import RECIPES_DIR, Recipe
 from ghostspec.recipe_schema import render
-from ghostspec.languages import RECIPE
 from ghostspec.source import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
