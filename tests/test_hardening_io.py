@@ -592,6 +592,7 @@ STARTUP_NOISE = [
     b"To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild "
     b"TensorFlow with the appropriate compiler flags.",
     b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+    b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8",
 ]
 GENUINE = b"E0000 00:00:1.5    6818 graph.cc:1] a genuine TensorFlow error"
 FILTER_CHECK = f"""
