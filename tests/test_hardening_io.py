@@ -251,6 +251,34 @@ def test_a_model_that_does_not_take_images_is_refused(tmp_path: Path) -> None:
     one_line_refusal(path, "(None, 8)", "not an image batch")
 
 
+def test_bad_files_are_refused_before_tensorflow_loads(model_file: Path, tmp_path: Path) -> None:
+    from isolation import assert_imports_no_framework
+
+    from ghostspec.keras.layers import CUSTOM_OBJECTS
+    from ghostspec.modelfile import GHOSTSPEC_LAYERS
+
+    assert set(CUSTOM_OBJECTS) == GHOSTSPEC_LAYERS
+    (tmp_path / "empty.keras").write_bytes(b"")
+
+    def foreign(config: dict[str, Any]) -> None:
+        first_layer(config, "Conv2D").update(module="evil", class_name="Evil")
+
+    rewrite_config(model_file, tmp_path / "foreign.keras", foreign)
+    assert_imports_no_framework(
+        f"""
+import sys
+from ghostspec.diagnostics import SpecError
+from ghostspec.modelfile import load_model_file
+for name in ("empty.keras", "foreign.keras"):
+    try:
+        load_model_file({str(tmp_path)!r} + "/" + name)
+        raise SystemExit(name + " was loaded")
+    except SpecError:
+        pass
+"""
+    )
+
+
 def test_only_regular_files_are_read(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.keras"
     os.mkfifo(fifo)
@@ -592,7 +620,8 @@ STARTUP_NOISE = [
     b"To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild "
     b"TensorFlow with the appropriate compiler flags.",
     b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
-    b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8",
+    b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8, "
+    b"output_inference_type: INT8",
 ]
 GENUINE = b"E0000 00:00:1.5    6818 graph.cc:1] a genuine TensorFlow error"
 FILTER_CHECK = f"""
