@@ -243,6 +243,35 @@ def test_a_lambda_payload_never_runs(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+class Payload:
+    """Pickled, it runs `touch MARKER` when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_no_payload_in_a_spec_or_weights_file_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ghostspec.weights import read_state_dict
+
+    marker = tmp_path / "ran"
+    spec = tmp_path / "tagged.yaml"
+    spec.write_text(
+        TINY.replace("name: tiny", f"name: !!python/object/apply:os.system ['touch {marker}']")
+    )
+    assert cli.run(["validate", str(spec)]) == 2
+    assert "not allowed" in error_text(capsys)
+    weights = tmp_path / "pickled.npz"
+    np.savez(weights, a=np.array([Payload(marker)], dtype=object))
+    with pytest.raises(SpecError):
+        read_state_dict(weights)
+    assert not marker.exists()
+
+
 def test_a_model_that_does_not_take_images_is_refused(tmp_path: Path) -> None:
     import keras
 
@@ -359,6 +388,9 @@ def _same_file_cases(tmp_path: Path, spec: Path, model_file: Path) -> list[list[
         ["build", str(spec), "--weights", str(weights), "-o", str(tmp_path / "weights.keras")],
         ["plot", str(spec), "-o", str(tmp_path / "link.svg")],
         ["plot", str(spec), "-o", str(spec)],
+        ["export", str(spec), "--to", "tflite", "-o", str(spec)],
+        ["export", str(spec), "--to", "savedmodel", "-o", str(spec)],
+        ["export", str(keras_copy), "--to", "tflite", "-o", str(keras_copy)],
     ]
 
 
