@@ -882,10 +882,17 @@ def fuse_plan(plan: Plan, batch_norm: bool = False) -> Plan:
     """The deploy plan: every re-parameterisable conv replaced by its single fused conv and, with
     `batch_norm`, every other BatchNorm folded into a bias of the conv before it."""
 
+    # a conv tapped before its BatchNorm (timm's stem map) keeps the BatchNorm
+    tapped = {
+        n.op.conv.name
+        for n in plan.nodes
+        if isinstance(n, ConvNode) and n.name in {t.node for t in plan.features if t.pre_norm}
+    }
+
     def fuse(op: ConvOp) -> ConvOp:
         if isinstance(op, Reparam):
             return ConvBn(op.fused, None, op.activation)
-        if batch_norm and op.bn is not None:
+        if batch_norm and op.bn is not None and op.conv.name not in tapped:
             return ConvBn(replace(op.conv, bias=True), None, op.activation)
         return op
 
