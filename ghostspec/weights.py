@@ -228,7 +228,7 @@ def skipped_note(file: str, skipped: Sequence[str]) -> str:
     modules: list[str] = []
     for name in skipped:
         parts = name.split(".")
-        module = ".".join(parts[:2]) if parts[0] == "blocks" else parts[0]
+        module = ".".join(parts[:3]) if parts[0] == "blocks" else parts[0]
         if module not in modules:
             modules.append(module)
     shown = ", ".join(modules[:6]) + (", ..." if len(modules) > 6 else "")

@@ -400,6 +400,7 @@ def write_features(fx: Fixture, ff: FeatureFixture) -> dict[str, Any]:
         "width": fx.width if fx.width is not None else WIDTHS[fx.model],
         "num_classes": fx.num_classes,
         "input_nhwc": list(ff.input_nhwc),
+        "timm_param_count": param_count(features),
         "timm_taps": timm_taps,
         "last_taps": last_taps,
         "files": [f"{name}.npz"],
