@@ -290,11 +290,6 @@ def test_features_imply_no_classifier() -> None:
 # --------------------------------------------------------------------- Keras: parity with timm
 
 
-@pytest.fixture(scope="module")
-def parity_figures() -> dict[str, float]:
-    return {}
-
-
 @pytest.mark.parametrize("fixture", feature_fixtures(), ids=lambda f: f["name"])
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_feature_maps_match_timm(fixture: dict[str, Any], mode: str, record_property: Any) -> None:
