@@ -9,7 +9,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.features import resolve
 from ghostspec.languages import RECIPE
+from ghostspec.plan import lower_trunk
 from ghostspec.source import DocPath, Document, load_document, yaml11_reading
 from ghostspec.spec import LANGUAGE, NAME_RULE, Spec
 
@@ -232,6 +234,7 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
                 f"use a value below {blocks}, or set ghost.attention to none",
             )
         )
+    problems.extend(_head_problems(spec, doc))
     stride = total_stride(spec)
     for axis, size in enumerate(spec.input.shape[:2]):
         if size is not None and size < stride:
@@ -244,6 +247,31 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
                 )
             )
     return problems
+
+
+def _head_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
+    """The feature-extractor form: a classifier too, taps without features, unknown maps."""
+    head = spec.head
+    if head.features is None:
+        if head.taps != "last":  # the default may be written out (resolved specs do)
+            return [
+                doc.diagnostic(
+                    ("head", "taps"),
+                    "taps chooses the maps of head.features, which is not set",
+                    "list the levels, e.g. features: [2, 3, 4, 5], or remove taps",
+                )
+            ]
+        return []
+    if head.include_top:
+        return [
+            doc.diagnostic(
+                ("head", "include_top"),
+                "a feature extractor (head.features) has no classifier",
+                "remove include_top (features imply false), or remove features",
+            )
+        ]
+    _, _, problems = resolve(head.features, head.taps, lower_trunk(spec))
+    return [doc.diagnostic(p.path, p.message, p.hint) for p in problems]
 
 
 def size_problems(plan: Any, doc: Document) -> list[Diagnostic]:
