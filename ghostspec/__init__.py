@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ghostspec import models
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.models import create_model
 from ghostspec.plan import Plan, lower, make_divisible
 from ghostspec.source import Document, load_document
 from ghostspec.spec import Spec
@@ -25,12 +27,14 @@ __all__ = [
     "Spec",
     "SpecError",
     "build",
+    "create_model",
     "export_state_dict",
     "fuse",
     "load",
     "load_document",
     "lower",
     "make_divisible",
+    "models",
     "plan",
 ]
 

@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_overrides(p)
 
+    p = commands.add_parser("list", help="the registered models: a name works wherever SPEC does")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
     p = commands.add_parser("build", help="compile a spec into a Keras model file (.keras)")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("-o", "--output", metavar="OUT.keras", help="default: <spec name>.keras")
@@ -209,6 +212,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     plan = ghostspec.plan(args.spec, args.overrides)
     plot_plan(plan, args.output)
     print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ghostspec import registry
+
+    records = registry.catalog()
+    if args.format == "json":
+        print(json.dumps(records, indent=2))
+    else:
+        print(registry.render_catalog(records))
     return EXIT_OK
 
 
@@ -369,6 +383,7 @@ COMMANDS = {
     "schema": cmd_schema,
     "fmt": cmd_fmt,
     "plot": cmd_plot,
+    "list": cmd_list,
     "build": cmd_build,
     "export": cmd_export,
 }

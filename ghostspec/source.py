@@ -19,6 +19,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import read_regular_file
+from ghostspec.registry import display_path, resolve
 
 PathKey = str | int
 DocPath = tuple[PathKey, ...]
@@ -368,10 +369,16 @@ def read_text(path: Path) -> str:
 def load_document(
     source: str | Path, overrides: list[str] | tuple[str, ...] = (), *, text: str | None = None
 ) -> Document:
-    """Read a spec file (or `text` named `source`) and apply overrides. Raises SpecError."""
+    """Read a spec file (or `text` named `source`) and apply overrides. Raises SpecError.
+
+    `source` may also be a registered model name (`ghostnet_100`); an existing path wins.
+    """
     name = str(source)
     if text is None:
-        text = read_text(Path(source))
+        path, preset = resolve(source)
+        if preset:
+            name, overrides = display_path(path), (*preset, *overrides)
+        text = read_text(path)
     tree = parse_text(text, name)
     if tree is None:
         raise SpecError(
