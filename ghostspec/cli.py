@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="cost at this size")
     p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p.add_argument(
+        "--latency",
+        metavar="PROFILE.json",
+        help="add measured ms per node from a saved profile (ghostspec profile --save)",
+    )
     _add_overrides(p)
 
     p = commands.add_parser("schema", help="print, write or check the editor JSON Schema")
@@ -85,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
         help="fold BatchNorm and GhostNetV3 training branches into the convs first "
         "(specs only; default: on)",
     )
+    _add_overrides(p)
+
+    p = commands.add_parser(
+        "profile", help="measure TFLite latency of the deploy form, whole and node by node"
+    )
+    p.add_argument("spec", metavar="SPEC|NAME")
+    p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="default: 224 224")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="interpreter threads (1)")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none")
+    p.add_argument("--repeats", type=int, default=100, metavar="N", help="timed rounds (100)")
+    p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p.add_argument("-o", "--output", metavar="profile.png", help="bar chart (.png or .svg)")
+    p.add_argument("--save", metavar="PROFILE.json", help="write it for inspect --latency")
     _add_overrides(p)
 
     p = commands.add_parser("list", help="the registered models: a name works wherever SPEC does")
@@ -141,12 +159,70 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if size is not None and min(size) < 1:
         raise SpecError([Diagnostic(file="--input-size", message="H and W must be at least 1")])
     plan = ghostspec.plan(args.spec, args.overrides, input_size=size)
+    if args.latency:
+        return _inspect_latency(args, plan)
     if args.format == "json":
         print(json.dumps(report.plan_report(plan), indent=2))
     elif args.format == "markdown":
         print(report.render_markdown(plan))
     else:
         print(report.render_table(plan))
+    return EXIT_OK
+
+
+def _inspect_latency(args: argparse.Namespace, plan: object) -> int:
+    from ghostspec import latency
+
+    profile = latency.read_profile(args.latency)
+    if args.format == "json":
+        print(json.dumps(latency.joined_report(plan, profile), indent=2))  # type: ignore[arg-type]
+    elif args.format == "markdown":
+        print(latency.render_joined_markdown(plan, profile))  # type: ignore[arg-type]
+    else:
+        print(latency.render_joined_table(plan, profile))  # type: ignore[arg-type]
+    return EXIT_OK
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import ghostspec
+    from ghostspec import latency, profile
+    from ghostspec.files import write_text
+
+    for flag, value in (("--threads", args.threads), ("--repeats", args.repeats)):
+        if value < 1:
+            raise SpecError([Diagnostic(file=flag, message="must be at least 1")])
+    if args.input_size and min(args.input_size) < 1:
+        raise SpecError([Diagnostic(file="--input-size", message="H and W must be at least 1")])
+    if args.output:
+        profile.check_target(args.output, tuple(profile.CHART_FORMATS), "-o")
+    if args.save:
+        profile.check_target(args.save, (".json",), "--save")
+    size = tuple(args.input_size) if args.input_size else None
+    ghostspec.plan(args.spec, args.overrides)  # spec errors before TensorFlow loads
+    result = profile.measure(
+        args.spec,
+        args.overrides,
+        input_size=size,
+        threads=args.threads,
+        quantize=args.quantize,
+        repeats=args.repeats,
+        progress=lambda line: print(f"  {line}", file=sys.stderr),
+    )
+    notes = sys.stderr if args.format == "json" else sys.stdout
+    if args.format == "json":
+        sys.stdout.write(result.to_json())
+    elif args.format == "markdown":
+        print(latency.render_profile_markdown(result))
+    else:
+        print(latency.render_profile_table(result))
+    if args.save:
+        write_text(args.save, result.to_json())
+        print(
+            f"wrote {args.save} (join it: ghostspec inspect SPEC --latency {args.save})", file=notes
+        )
+    if args.output:
+        profile.write_chart(result, args.output)
+        print(f"wrote {args.output}", file=notes)
     return EXIT_OK
 
 
@@ -383,6 +459,7 @@ COMMANDS = {
     "schema": cmd_schema,
     "fmt": cmd_fmt,
     "plot": cmd_plot,
+    "profile": cmd_profile,
     "list": cmd_list,
     "build": cmd_build,
     "export": cmd_export,
