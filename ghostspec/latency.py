@@ -30,6 +30,7 @@ class Timing(_Model):
     median_ms: float = Field(ge=0)
     p25_ms: float = Field(ge=0)
     p75_ms: float = Field(ge=0)
+    min_ms: float = Field(ge=0, description="The fastest run: the least disturbed by other work.")
 
 
 class Segment(_Model):
@@ -62,6 +63,9 @@ class Profile(_Model):
     repeats: int = Field(ge=1)
     cpu: str
     cpu_count: int | None
+    load_average: float | None = Field(
+        None, description="1-minute load average when the measurement started (Unix)."
+    )
     params: int
     macs: int | None
     whole: Timing = Field(description="The whole network converted as one model.")
@@ -132,12 +136,21 @@ def header(profile: Profile) -> str:
     cpus = "" if profile.cpu_count is None else f" ({profile.cpu_count} logical CPUs)"
     whole = profile.whole
     spread = f"{format_ms(whole.p25_ms)}-{format_ms(whole.p75_ms)}"
-    return (
+    lines = [
         f"{profile.model} ({profile.form} form), TFLite {_quantize(profile)}, batch 1, {h}x{w}, "
-        f"{threads} on {profile.cpu}{cpus}; median of {profile.repeats} runs\n"
-        f"whole network {format_ms(whole.median_ms)} ms (IQR {spread}); its "
-        f"{len(profile.segments)} nodes timed one by one sum to {format_ms(profile.segments_ms)} ms"
-    )
+        f"{threads} on {profile.cpu}{cpus}; median of {profile.repeats} runs",
+        f"whole network {format_ms(whole.median_ms)} ms (IQR {spread}, fastest "
+        f"{format_ms(whole.min_ms)}); its {len(profile.segments)} nodes timed one by one sum to "
+        f"{format_ms(profile.segments_ms)} ms",
+    ]
+    load, count = profile.load_average, profile.cpu_count
+    if load is not None and count and load >= count / 2:
+        lines.append(
+            f"the machine was busy (load average {load:.1f} on {count} CPUs): other processes "
+            "preempt long runs more often than short ones, so the whole network's median is "
+            "inflated most; its fastest run is the better estimate"
+        )
+    return "\n".join(lines)
 
 
 PROFILE_COLUMNS = ["node", "output", "params", "MACs", "ms", "IQR ms", "share", "MMAC/ms"]

@@ -176,7 +176,12 @@ class _Timed:
 
     def timing(self) -> Timing:
         p25, median, p75 = np.percentile(self.times, [25, 50, 75])
-        return Timing(median_ms=float(median), p25_ms=float(p25), p75_ms=float(p75))
+        return Timing(
+            median_ms=float(median),
+            p25_ms=float(p25),
+            p75_ms=float(p75),
+            min_ms=float(min(self.times)),
+        )
 
 
 def measure(
@@ -223,6 +228,7 @@ def measure(
 
     if progress:
         progress(f"timing {len(timed)} nodes and the whole network, {repeats} rounds")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for round_ in range(WARMUP + repeats):
         for item in (*timed, whole):
             item.invoke(record=round_ >= WARMUP)
@@ -238,6 +244,7 @@ def measure(
         repeats=repeats,
         cpu=cpu_name(),
         cpu_count=os.cpu_count(),
+        load_average=load,
         params=deploy_plan.params,
         macs=deploy_plan.macs,
         whole=whole.timing(),

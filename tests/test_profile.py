@@ -57,7 +57,7 @@ def check_profile(profile: Profile, spec: Path) -> None:
     for segment, node in zip(profile.segments, deploy.nodes, strict=True):
         assert (segment.kind, segment.params, segment.macs) == (node.kind, node.params, node.macs)
         t = segment.time
-        assert 0 < t.p25_ms <= t.median_ms <= t.p75_ms
+        assert 0 < t.min_ms <= t.p25_ms <= t.median_ms <= t.p75_ms
     assert math.isclose(sum(s.share for s in profile.segments), 1.0, rel_tol=1e-9)
     assert profile.whole.median_ms > 0
     assert (profile.params, profile.macs) == (deploy.params, deploy.macs)
