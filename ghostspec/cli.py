@@ -316,7 +316,12 @@ def cmd_build(args: argparse.Namespace) -> int:
                 )
             ]
         )
-    model = ghostspec.build(plan, weights=args.weights)
+    model = ghostspec.build(plan)
+    skipped: tuple[str, ...] = ()
+    if args.weights:
+        from ghostspec.weights import load_weights
+
+        skipped = load_weights(model, plan, args.weights)
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     statistics = sum(int(w.numpy().size) for w in model.non_trainable_weights)
     if trainable != plan.params or statistics != plan.buffers:
@@ -339,18 +344,29 @@ def cmd_build(args: argparse.Namespace) -> int:
         "weights": args.weights,
         "output": str(output),
     }
+    if plan.features:
+        summary["features"] = [{"name": t.name, "shape": [None, *t.shape]} for t in plan.features]
+        summary["skipped_tensors"] = len(skipped)
     if args.format == "json":
         print(json.dumps(summary, indent=2))
         return EXIT_OK
     macs = "-" if plan.macs is None else f"{plan.macs / 1e6:.1f} M"
     shape = "x".join("?" if v is None else str(v) for v in plan.input_shape)
-    print(f"built {plan.name}: input {shape}, output {tuple(plan.output_shape)}")
+    if plan.features:
+        maps = ", ".join(f"{t.name} {'x'.join(map(str, t.shape))}" for t in plan.features)
+        print(f"built {plan.name}: input {shape}, outputs {maps}".replace("None", "?"))
+    else:
+        print(f"built {plan.name}: input {shape}, output {tuple(plan.output_shape)}")
     print(
         f"  parameters {trainable:,} (+ {statistics:,} BatchNorm running statistics = "
         f"{model.count_params():,}, Keras' count_params), {macs} multiply-adds"
     )
     if args.weights:
         print(f"  weights from {args.weights}")
+    if skipped:
+        from ghostspec.weights import skipped_note
+
+        print(f"  note: {skipped_note(args.weights, skipped)}")
     print(f"  wrote {output}")
     return EXIT_OK
 
@@ -450,6 +466,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"wrote {result.path} ({args.to}, {args.quantize}, {size[0]}x{size[1]}{note}): "
         f"{mib:.2f} MiB; parity with Keras: {result.parity.line()}"
     )
+    for output_name, parity in result.outputs:  # a backbone: each feature map on its own
+        print(f"  {output_name}: {parity.line()}")
     return EXIT_OK
 
 

@@ -59,7 +59,8 @@ class ExportResult:
     format: Format
     quantize: Quantize
     size_bytes: int
-    parity: Parity
+    parity: Parity  # a backbone's: the worst over its outputs
+    outputs: tuple[tuple[str, Parity], ...] = ()  # a backbone's outputs, each with its parity
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,50 @@ def run_tflite(content: bytes, batch: np.ndarray, threads: int | None = None) ->
             y = (y.astype(np.float32) - zero) * scale
         results.append(np.array(y, dtype=np.float32))
     return np.concatenate(results)
+
+
+def output_names(model: Any) -> list[str] | None:
+    """The output names of a model with several outputs (a backbone's feature maps), in order;
+    None for one output. Exported signatures name their outputs so."""
+    return list(model.output_names) if len(model.outputs) > 1 else None
+
+
+def _serving(model: Any) -> Callable[[Any], Any]:
+    """What an artifact computes: the model in inference mode, its outputs by name if several."""
+    names = output_names(model)
+    if names is None:
+        return lambda x: model(x, training=False)
+    return lambda x: dict(zip(names, model(x, training=False), strict=True))
+
+
+def _arrays(result: Any) -> list[np.ndarray]:
+    """A model's result as a list of arrays, one per output."""
+    if isinstance(result, list | tuple):
+        return [np.asarray(r) for r in result]
+    return [np.asarray(result)]
+
+
+def run_tflite_named(content: bytes, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """Run a TFLite model with several outputs through its signature, sample by sample at its
+    own batch size (int8 I/O (de)quantized), and return the outputs in the order of `names`."""
+    runner = tflite_interpreter(content).get_signature_runner()
+    inp = runner.get_input_details()[INPUT_NAME]
+    details = runner.get_output_details()
+    n = int(inp["shape"][0])
+    results: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for start in range(0, len(batch), n):
+        x = batch[start : start + n]
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        out = runner(**{INPUT_NAME: x})
+        for name in names:
+            y = out[name]
+            if details[name]["dtype"] == np.int8:
+                scale, zero = details[name]["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            results[name].append(np.array(y, dtype=np.float32))
+    return [np.concatenate(results[name]) for name in names]
 
 
 def _progress(total: int) -> Callable[[], None]:
@@ -247,21 +292,21 @@ def _onnx_bytes(model: Any, shape: tuple[int | None, ...]) -> bytes:
     import tensorflow as tf
 
     spec = (tf.TensorSpec(shape, tf.float32, name=INPUT_NAME),)
-    fn = tf.function(lambda x: model(x, training=False))
+    fn = tf.function(_serving(model))
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
     return proto.SerializeToString()
 
 
-def _run_onnx(content: bytes, batch: np.ndarray) -> np.ndarray:
+def _run_onnx(content: bytes, batch: np.ndarray, names: list[str] | None) -> list[np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     fixed = session.get_inputs()[0].shape[0]
-    if isinstance(fixed, int) and fixed != len(batch):
-        parts = range(0, len(batch), fixed)
-        return np.concatenate([session.run(None, {name: batch[i : i + fixed]})[0] for i in parts])
-    return session.run(None, {name: batch})[0]
+    wanted = names or [session.get_outputs()[0].name]
+    step = fixed if isinstance(fixed, int) and fixed != len(batch) else len(batch)
+    parts = [session.run(wanted, {name: batch[i : i + step]}) for i in range(0, len(batch), step)]
+    return [np.concatenate([part[k] for part in parts]) for k in range(len(wanted))]
 
 
 def _savedmodel(model: Any, shape: tuple[int | None, ...], directory: Path) -> None:
@@ -272,20 +317,24 @@ def _savedmodel(model: Any, shape: tuple[int | None, ...], directory: Path) -> N
     archive.track(model)
     archive.add_endpoint(
         name="serving_default",
-        fn=lambda x: model(x, training=False),
+        fn=_serving(model),
         input_signature=[tf.TensorSpec(shape, tf.float32, name=INPUT_NAME)],
     )
     with contextlib.redirect_stdout(sys.stderr):
         archive.write_out(str(directory), verbose=False)
 
 
-def _run_savedmodel(directory: Path, batch: np.ndarray) -> np.ndarray:
+def _run_savedmodel(
+    directory: Path, batch: np.ndarray, names: list[str] | None
+) -> list[np.ndarray]:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(directory))
     fn = loaded.signatures["serving_default"]
     out = fn(**{INPUT_NAME: tf.constant(batch)})
-    return next(iter(out.values())).numpy()
+    if names is None:
+        return [next(iter(out.values())).numpy()]
+    return [out[name].numpy() for name in names]
 
 
 @contextlib.contextmanager
@@ -345,29 +394,54 @@ def export(
         )
     samples = parity_batch(image, max(batch or 1, 8))
     checked = model if reference_model is None else reference_model
-    reference = np.asarray(checked(samples, training=False))
+    reference = _arrays(checked(samples, training=False))
+    names = output_names(model)
     if to == "savedmodel":
         with _atomic_directory(output) as directory:
             _savedmodel(model, (batch, *image), directory)
-            result = compare(reference, _run_savedmodel(directory, samples))
-            _require(result, quantize)
+            result, per = _check(reference, _run_savedmodel(directory, samples, names), names)
+            _require(result, quantize, per)
         size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
-        return ExportResult(output, to, quantize, size, result)
+        return ExportResult(output, to, quantize, size, result, per)
     if to == "tflite":
         content = _tflite_bytes(model, (batch or 1, *image), quantize, calibration, pre)
-        result = compare(reference, run_tflite(content, samples))
+        outputs = (
+            [run_tflite(content, samples)]
+            if names is None
+            else run_tflite_named(content, samples, names)
+        )
     else:
         content = _onnx_bytes(model, (batch, *image))
-        result = compare(reference, _run_onnx(content, samples))
-    _require(result, quantize)
+        outputs = _run_onnx(content, samples, names)
+    result, per = _check(reference, outputs, names)
+    _require(result, quantize, per)
     with atomic_path(output) as temp:
         temp.write_bytes(content)
-    return ExportResult(output, to, quantize, len(content), result)
+    return ExportResult(output, to, quantize, len(content), result, per)
 
 
-def _require(result: Parity, quantize: Quantize) -> None:
+def _check(
+    reference: list[np.ndarray], outputs: list[np.ndarray], names: list[str] | None
+) -> tuple[Parity, tuple[tuple[str, Parity], ...]]:
+    """Parity of one output, or of each named output and the worst of them."""
+    if names is None:
+        return compare(reference[0], outputs[0]), ()
+    per = tuple(
+        (name, compare(ref, out)) for name, ref, out in zip(names, reference, outputs, strict=True)
+    )
+    worst = Parity(
+        max(p.max_abs_diff for _, p in per), min(p.cosine for _, p in per), top1_agreement=None
+    )
+    return worst, per
+
+
+def _require(
+    result: Parity, quantize: Quantize, outputs: tuple[tuple[str, Parity], ...] = ()
+) -> None:
     if quantize == "none" and not result.max_abs_diff <= FP32_TOLERANCE:
+        worst = [name for name, p in outputs if not p.max_abs_diff <= FP32_TOLERANCE]
+        where = f" in {', '.join(worst)}" if worst else ""
         raise ExportFault(
-            f"the exported model differs from the Keras model by {result.max_abs_diff:.2e} "
-            f"(max |diff|; the limit for fp32 is {FP32_TOLERANCE:g}); nothing was written"
+            f"the exported model differs from the Keras model by {result.max_abs_diff:.2e}"
+            f"{where} (max |diff|; the limit for fp32 is {FP32_TOLERANCE:g}); nothing was written"
         )

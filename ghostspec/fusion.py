@@ -166,9 +166,10 @@ def fuse(
         return model
     deploy = build_model(deploy_plan)
     fused = {op.fused.name: op for op in reparams(plan)}
-    # the convs whose BatchNorm fuse_plan folded (all of them with batch_norm, none without)
+    # the convs whose BatchNorm fuse_plan folded (with batch_norm all but a tapped one, else none)
+    bn_free = {op.conv.name for op in conv_ops(deploy_plan) if isinstance(op, ConvBn) and not op.bn}
     bn_convs = (op for op in conv_ops(plan) if isinstance(op, ConvBn) and op.bn is not None)
-    folded = {op.conv.name: op for op in bn_convs} if batch_norm else {}
+    folded = {op.conv.name: op for op in bn_convs if op.conv.name in bn_free}
 
     def weights(name: str) -> list[np.ndarray]:
         """The deploy weights of the layer `name` of the training model."""

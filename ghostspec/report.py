@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ghostspec.features import Tap
 from ghostspec.plan import (
     Bottleneck,
     Classifier,
@@ -90,7 +91,39 @@ def plan_report(plan: Plan) -> dict[str, Any]:
         "buffers": plan.buffers,
         "macs": plan.macs,
         "nodes": [node_row(n) for n in plan.nodes],
+        "features": [feature_row(t) for t in plan.features],
     }
+
+
+def feature_row(tap: Tap) -> dict[str, Any]:
+    """One tapped map of a feature extractor, as plain data."""
+    return {
+        "output": tap.name,
+        "node": tap.node,
+        "point": "before BatchNorm" if tap.pre_norm else "output",
+        "level": tap.level,
+        "reduction": tap.reduction,
+        "channels": tap.channels,
+        "size": list(tap.size),
+    }
+
+
+FEATURE_COLUMNS = ["output", "node", "level", "stride", "channels", "size"]
+
+
+def feature_cells(plan: Plan) -> list[list[str]]:
+    """Cells of the features table (terminal and Markdown)."""
+    return [
+        [
+            tap.name,
+            tap.node + (" (before BatchNorm)" if tap.pre_norm else ""),
+            str(tap.level),
+            str(tap.reduction),
+            str(tap.channels),
+            _size(tap.size),
+        ]
+        for tap in plan.features
+    ]
 
 
 def _int(value: int | None) -> str:
@@ -148,10 +181,11 @@ def totals_line(plan: Plan) -> str:
     shape = "x".join("?" if v is None else str(v) for v in plan.input_shape)
     deploy = deploy_params(plan)
     fused = "" if deploy is None else f" ({deploy:,} after fusing the branches)"
+    outputs = f", {len(plan.features)} feature maps" if plan.features else ""
     return (
         f"{plan.name}: input {shape}, {plan.params:,} parameters "
         f"({plan.params / 1e6:.2f} M){fused} + {plan.buffers:,} BatchNorm statistics, "
-        f"{macs} multiply-adds"
+        f"{macs} multiply-adds{outputs}"
     )
 
 
@@ -170,6 +204,13 @@ def render_table(plan: Plan) -> str:
     console = Console(width=140, record=True, force_terminal=False, color_system=None)
     with console.capture() as capture:
         console.print(table)
+        if plan.features:
+            features = Table(title="features", title_justify="left")
+            for i, column in enumerate(FEATURE_COLUMNS):
+                features.add_column(column, justify="right" if i >= 2 else "left", no_wrap=True)
+            for row in feature_cells(plan):
+                features.add_row(*row)
+            console.print(features)
     return capture.get() + totals_line(plan)
 
 
@@ -179,4 +220,7 @@ def render_markdown(plan: Plan) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(plan)]
     blanks = " |" * 7
     lines.append(f"| **total** |{blanks} {_int(plan.params)} | {_int(plan.macs)} |")
+    if plan.features:
+        lines += ["", "| " + " | ".join(FEATURE_COLUMNS) + " |", "|" + "---|" * 6]
+        lines += ["| " + " | ".join(row) + " |" for row in feature_cells(plan)]
     return "\n".join(lines) + "\n\n" + totals_line(plan)

@@ -22,9 +22,12 @@ from pydantic import (
     Field,
     Strict,
     StrictBool,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from ghostspec.features import MAX_LEVEL, NODE_NAME
 
 ROW_COLUMNS: tuple[str, ...] = ("hidden", "out", "se", "stride", "kernel")
 FORMAT_VERSION = 1
@@ -201,8 +204,65 @@ class Stem(_Model):
     activation: Activation | None = Field(None, description="Defaults to the network activation.")
 
 
+def _tap_entry(value: Any) -> Any:
+    """One head.features entry: a level (whole number) or a node name, with one clear message."""
+    value = _integral(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= MAX_LEVEL:
+            raise PydanticCustomError(
+                "tap_level", "level {v} is outside 0 to {top}", {"v": value, "top": MAX_LEVEL}
+            )
+        return value
+    if isinstance(value, str):
+        if not NODE_NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "tap_name",
+                "'{v}' is not a node name: use conv_stem, blocks.S (stage S's output) or "
+                "blocks.S.I (a block)",
+                {"v": value},
+            )
+        return value
+    raise PydanticCustomError(
+        "tap_type",
+        "expected a level (a whole number) or a node name such as blocks.6.4, got {v}",
+        {"v": f"boolean {str(value).lower()}" if isinstance(value, bool) else _kind(value)},
+    )
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "a mapping", list: "a list"}.get(type(value), repr(value))
+
+
+TapEntry = Annotated[
+    int | str,
+    BeforeValidator(_tap_entry),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_LEVEL},
+                {"type": "string", "pattern": NODE_NAME.pattern},
+            ],
+            "description": "A level (log2 of the stride: 1 is stride 2, 5 is stride 32) or a "
+            "node: conv_stem, blocks.S (stage S's output) or blocks.S.I (a block).",
+        }
+    ),
+]
+TapMode = Literal["last", "timm"]
+
+
 class Head(_Model):
-    """The last 1x1 convolution, pooling, the hidden 1x1 convolution and the classifier."""
+    """The last 1x1 convolution, pooling, the hidden 1x1 convolution and the classifier; or,
+    with `features`, none of them: the feature maps of a backbone."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _features_drop_the_top(cls, data: Any) -> Any:
+        """A feature extractor has no classifier: features imply include_top false."""
+        if isinstance(data, dict) and data.get("features") is not None:
+            return {"include_top": False, **data}
+        return data
 
     filters: Channels = Field(
         960, description="Width of the last 1x1 conv (blocks.N.0) before the width multiplier."
@@ -222,7 +282,21 @@ class Head(_Model):
         description="linear gives logits (as the reference does); softmax gives probabilities.",
     )
     include_top: StrictBool = Field(
-        True, description="False gives a feature extractor: no hidden conv and no classifier."
+        True,
+        description="False gives a feature extractor: no hidden conv and no classifier. False "
+        "whenever features is set.",
+    )
+    features: Annotated[list[TapEntry], Field(min_length=1, max_length=64)] | None = Field(
+        None,
+        description="A backbone: the model returns these feature maps, in order, as a list. An "
+        "entry is a level (log2 of the stride: [2, 3, 4, 5] are strides 4 to 32) or a node "
+        "(conv_stem, blocks.S, blocks.S.I). The head's other fields then do not apply.",
+    )
+    taps: TapMode = Field(
+        "last",
+        description="Which map stands for a level: last, the output of the last block at that "
+        "stride; timm, what timm's features_only returns (the stem conv before its BatchNorm, "
+        "then the end of every stage whose last block has stride 2).",
     )
     activation: Activation | None = Field(
         None,

@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.features import resolve
+from ghostspec.plan import lower_trunk
 from ghostspec.source import DocPath, Document
 from ghostspec.spec import Block, Spec
 
@@ -202,6 +204,7 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
                 f"use a value below {blocks}, or set ghost.attention to none",
             )
         )
+    problems.extend(_head_problems(spec, doc))
     stride = total_stride(spec)
     for axis, size in enumerate(spec.input.shape[:2]):
         if size is not None and size < stride:
@@ -214,6 +217,31 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
                 )
             )
     return problems
+
+
+def _head_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
+    """The feature-extractor form: a classifier too, taps without features, unknown maps."""
+    head = spec.head
+    if head.features is None:
+        if "taps" in head.model_fields_set:
+            return [
+                doc.diagnostic(
+                    ("head", "taps"),
+                    "taps chooses the maps of head.features, which is not set",
+                    "list the levels, e.g. features: [2, 3, 4, 5], or remove taps",
+                )
+            ]
+        return []
+    if head.include_top:
+        return [
+            doc.diagnostic(
+                ("head", "include_top"),
+                "a feature extractor (head.features) has no classifier",
+                "remove include_top (features imply false), or remove features",
+            )
+        ]
+    _, _, problems = resolve(head.features, head.taps, lower_trunk(spec))
+    return [doc.diagnostic(p.path, p.message, p.hint) for p in problems]
 
 
 def _block_problems(block: Block, path: DocPath, doc: Document) -> list[Diagnostic]:

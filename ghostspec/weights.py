@@ -11,7 +11,8 @@ function needs them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,18 +177,31 @@ def check_state_dict(plan: Plan, state: Mapping[str, np.ndarray], file: str) -> 
     ]
 
 
+def omitted_tensors(plan: Plan, state: Mapping[str, np.ndarray]) -> list[str]:
+    """The tensors of `state` that belong to modules a feature extractor leaves out (the blocks
+    after its last tap, the last 1x1 conv, conv_head, classifier): a classifier checkpoint's
+    head, which a backbone skips."""
+    prefixes = tuple(f"{name}." for name in plan.omitted)
+    return sorted(k for k in state if prefixes and k.startswith(prefixes))
+
+
 def load_weights(
     model: keras.Model, plan: Plan, weights: str | Path | Mapping[str, np.ndarray]
-) -> None:
+) -> tuple[str, ...]:
     """Assign a reference state dict (a file or a mapping) to a model built from `plan`.
 
     Nothing is assigned unless every tensor fits: otherwise one SpecError lists every missing,
-    unexpected and mis-shaped tensor. `num_batches_tracked` buffers are ignored.
+    unexpected and mis-shaped tensor. `num_batches_tracked` buffers are ignored. A feature
+    extractor skips the head of a classifier checkpoint (`omitted_tensors`), with a logged note;
+    the skipped names are returned.
     """
     if isinstance(weights, Mapping):
         file, state = "<state dict>", unwrap(weights)
     else:
         file, state = str(weights), read_state_dict(weights)
+    skipped = omitted_tensors(plan, state)
+    if skipped:
+        state = {k: v for k, v in state.items() if k not in set(skipped)}
     problems = check_state_dict(plan, state, file)
     if problems:
         raise SpecError(problems)
@@ -204,6 +218,24 @@ def load_weights(
         raise RuntimeError(f"model weights the plan does not describe: {left}")
     for variable, value in assignments:
         variable.assign(value.astype(variable.dtype, copy=False))
+    if skipped:
+        logging.getLogger("ghostspec").info(skipped_note(file, skipped))
+    return tuple(skipped)
+
+
+def skipped_note(file: str, skipped: Sequence[str]) -> str:
+    """One line saying which of a checkpoint's modules a feature extractor did not load."""
+    modules: list[str] = []
+    for name in skipped:
+        parts = name.split(".")
+        module = ".".join(parts[:3]) if parts[0] == "blocks" else parts[0]
+        if module not in modules:
+            modules.append(module)
+    shown = ", ".join(modules[:6]) + (", ..." if len(modules) > 6 else "")
+    return (
+        f"{file}: skipped {len(skipped)} tensors of modules this feature extractor does not "
+        f"have ({shown})"
+    )
 
 
 # ------------------------------------------------------------------------------------- exporting

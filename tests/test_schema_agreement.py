@@ -199,6 +199,37 @@ CORPUS: list[Any] = [
     ("ghost-null", with_value(("ghost",), None), False),
     ("head-extra", with_value(("head", "colour"), "red"), False),
     ("not-a-mapping", [BASE], False),
+    # the feature-extractor head: levels and node names
+    ("features-levels", with_value(("head", "features"), [1, 2, 3]), True),
+    ("features-level-float", with_value(("head", "features"), [2.0]), True),
+    ("features-level-16", with_value(("head", "features"), [16]), True),
+    ("features-level-17", with_value(("head", "features"), [17]), False),
+    ("features-level-neg", with_value(("head", "features"), [-1]), False),
+    ("features-level-half", with_value(("head", "features"), [2.5]), False),
+    ("features-level-bool", with_value(("head", "features"), [True]), False),
+    (
+        "features-nodes",
+        with_value(("head", "features"), ["conv_stem", "blocks.1", "blocks.1.0"]),
+        True,
+    ),
+    ("features-mixed", with_value(("head", "features"), [2, "blocks.1.0"]), True),
+    ("features-node-leading-zero", with_value(("head", "features"), ["blocks.01.0"]), False),
+    ("features-node-deep", with_value(("head", "features"), ["blocks.1.0.ghost1"]), False),
+    ("features-node-unknown", with_value(("head", "features"), ["stem"]), False),
+    ("features-empty", with_value(("head", "features"), []), False),
+    ("features-65", with_value(("head", "features"), [1] * 65), False),
+    ("features-null", with_value(("head", "features"), None), True),
+    ("features-scalar", with_value(("head", "features"), 2), False),
+    ("features-nested", with_value(("head", "features"), [[2]]), False),
+    (
+        "features-with-top-false",
+        with_value(("head",), {"features": [1], "include_top": False}),
+        True,
+    ),
+    ("taps-timm", with_value(("head", "taps"), "timm"), True),
+    ("taps-last", with_value(("head", "taps"), "last"), True),
+    ("taps-first", with_value(("head", "taps"), "first"), False),
+    ("taps-null", with_value(("head", "taps"), None), False),
 ]
 
 
@@ -283,6 +314,8 @@ FIELDS: list[tuple[Key, ...]] = [
     ("head", "classes"),
     ("head", "classifier_activation"),
     ("head", "activation"),
+    ("head", "features"),
+    ("head", "taps"),
     (*ROW, 0),
     (*ROW, 1),
     (*ROW, 2),
@@ -306,6 +339,22 @@ FIELDS: list[tuple[Key, ...]] = [
 def test_random_single_field_agreement(path: tuple[Key, ...], value: Any) -> None:
     doc = with_value(path, value)
     assert pydantic_accepts(doc) == schema_accepts(doc), (path, value)
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    entries=st.lists(
+        st.one_of(
+            SCALARS,
+            st.integers(min_value=-2, max_value=20),
+            st.sampled_from(["conv_stem", "blocks.3", "blocks.6.4", "blocks.0.00", "blocks.x"]),
+        ),
+        max_size=4,
+    )
+)
+def test_random_features_agreement(entries: list[Any]) -> None:
+    doc = with_value(("head", "features"), entries)
+    assert pydantic_accepts(doc) == schema_accepts(doc), entries
 
 
 @settings(deadline=None, max_examples=150)
