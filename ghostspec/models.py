@@ -37,14 +37,20 @@ def overrides_for(
     classes: int = DEFAULT_CLASSES,
     classifier_activation: str | None = "linear",
     features: Any = None,
+    taps: str | None = None,
 ) -> list[str]:
     """The spec overrides that give keras.applications' arguments their meaning."""
     problems: list[Diagnostic] = []
     if not isinstance(include_top, bool):
         problems.append(_problem("include_top", f"must be True or False, not {include_top!r}"))
+    top = include_top is True and features is None  # the model ends in the classifier
+    without = "with features=" if features is not None else "with include_top=False"
     if pooling not in POOLINGS:
         problems.append(_problem("pooling", f"{pooling!r} is not one of None, 'avg', 'max'"))
-    elif include_top and pooling is not None and features is None:
+    elif pooling is not None and features is not None:
+        message = "does not apply with features=: every feature map is returned unpooled"
+        problems.append(_problem("pooling", message, "drop pooling="))
+    elif pooling is not None and top:
         problems.append(
             _problem(
                 "pooling",
@@ -55,14 +61,9 @@ def overrides_for(
         )
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         problems.append(_problem("classes", f"must be a positive integer, not {classes!r}"))
-    elif not include_top and classes != DEFAULT_CLASSES:
-        problems.append(
-            _problem(
-                "classes",
-                "applies only with include_top=True",
-                "drop classes=, or pass include_top=True",
-            )
-        )
+    elif not top and classes != DEFAULT_CLASSES:
+        message = f"is the classifier's width; there is no classifier {without}"
+        problems.append(_problem("classes", message, "drop classes="))
     if classifier_activation not in CLASSIFIER_ACTIVATIONS:
         problems.append(
             _problem(
@@ -71,8 +72,15 @@ def overrides_for(
                 "None and 'linear' give logits, 'softmax' probabilities",
             )
         )
-    elif not include_top and classifier_activation == "softmax":
-        problems.append(_problem("classifier_activation", "applies only with include_top=True"))
+    elif not top and classifier_activation == "softmax":
+        message = f"there is no classifier {without}"
+        problems.append(_problem("classifier_activation", message, "drop classifier_activation="))
+    if taps not in (None, "last", "timm"):
+        message = f"{taps!r} is not one of 'last' (the default) and 'timm'"
+        problems.append(_problem("taps", message))
+    elif taps is not None and features is None:
+        message = "says which maps features= returns, and features= is not given"
+        problems.append(_problem("taps", message, "pass features=[1, 2, 3, 4, 5] too"))
     shape = None if input_shape is None else list(input_shape)
     if shape is not None and len(shape) != 3:
         problems.append(
@@ -86,19 +94,23 @@ def overrides_for(
         raise SpecError(problems)
 
     values: dict[str, Any] = {}
-    if features is None or not include_top:
+    if features is not None:
+        # a backbone (issue 12's head.features): the spec drops the top itself
+        if not include_top:
+            values["head.include_top"] = False
+        values["head.features"] = features
+        if taps is not None:
+            values["head.taps"] = taps
+    else:
         values["head.include_top"] = include_top
-    if include_top:
-        if classes != DEFAULT_CLASSES:
-            values["head.classes"] = classes
-        values["head.classifier_activation"] = classifier_activation or "linear"
-    elif features is None:
-        values["head.pooling"] = pooling
+        if include_top:
+            if classes != DEFAULT_CLASSES:
+                values["head.classes"] = classes
+            values["head.classifier_activation"] = classifier_activation or "linear"
+        else:
+            values["head.pooling"] = pooling
     if shape is not None:
         values["input.shape"] = shape
-    if features is not None:
-        # The feature-extractor head form (issue 12, part 1) names the tapped levels here.
-        values["head.features"] = features
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
 
@@ -112,6 +124,7 @@ def create_model(
     classes: int = DEFAULT_CLASSES,
     classifier_activation: str | None = "linear",
     features: Any = None,
+    taps: str | None = None,
 ) -> keras.Model:
     """Build a registered network (`ghostspec list`) or a spec file as a keras.Model.
 
@@ -127,7 +140,10 @@ def create_model(
     - classes: the classifier's outputs, with include_top=True.
     - classifier_activation: "linear" (or None) returns logits, as the reference does; "softmax"
       probabilities. (keras.applications defaults to softmax; ghostspec to timm's logits.)
-    - features: the feature levels to return, a list of outputs (the spec's `head.features`).
+    - features: a backbone returning these feature maps as a list (the spec's `head.features`):
+      levels (log2 of the stride, [2, 3, 4, 5] are strides 4 to 32) or node names. No top then.
+    - taps: which map stands for a level: "last" (the default: the last block at that stride)
+      or "timm" (what timm's features_only returns).
     Raises SpecError for bad arguments, with the argument's name.
     """
     source = str(name)
@@ -149,6 +165,7 @@ def create_model(
         classes=classes,
         classifier_activation=classifier_activation,
         features=features,
+        taps=taps,
     )
     import ghostspec
 
@@ -167,6 +184,7 @@ def _constructor(name: str) -> Callable[..., keras.Model]:
         classes: int = DEFAULT_CLASSES,
         classifier_activation: str | None = "linear",
         features: Any = None,
+        taps: str | None = None,
     ) -> keras.Model:
         return create_model(
             name,
@@ -177,6 +195,7 @@ def _constructor(name: str) -> Callable[..., keras.Model]:
             classes=classes,
             classifier_activation=classifier_activation,
             features=features,
+            taps=taps,
         )
 
     constructor.__name__ = constructor.__qualname__ = name

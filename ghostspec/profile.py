@@ -89,13 +89,15 @@ def profile_plan(
 
 
 def owners(model: keras.Model, plan: Plan) -> dict[str, list[str]]:
-    """Each plan node's layer names, in the model's (topological) order."""
+    """Each plan node's layer names, in the model's (topological) order; a backbone's output
+    layers (identities naming its feature maps) belong to none."""
     names = [n.name for n in plan.nodes]
     stem = next((n.name for n in plan.nodes if n.kind == "stem"), None)
     head = next((n.name for n in plan.nodes if n.kind == "head"), None)
+    outputs = {tap.name for tap in getattr(plan, "features", ())}  # a backbone's named maps
     owned: dict[str, list[str]] = {name: [] for name in names}
     for layer in model.layers:
-        if layer.name == "input" or layer.__class__.__name__ == "InputLayer":
+        if layer.__class__.__name__ == "InputLayer" or layer.name in outputs:
             continue
         owner = max(
             (n for n in names if layer.name == n or layer.name.startswith(f"{n}.")),

@@ -34,6 +34,7 @@ def test_one_constructor_per_registered_name_with_keras_argument_names() -> None
         "classes",
         "classifier_activation",
         "features",
+        "taps",
     ]
     for name in REGISTRY:
         constructor = getattr(models, name)
@@ -118,29 +119,39 @@ def test_weights_from_a_reference_state_dict_give_timms_logits(name: str, fixtur
     assert float(np.max(np.abs(got - expected))) < TOLERANCE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a classifier checkpoint into a backbone needs weights.py to skip the head's tensors "
-    "(issue 12 part 1, branch features); remove this mark when that lands",
-)
-def test_weights_into_a_model_without_top() -> None:
+def test_a_classifier_checkpoint_loads_into_a_model_without_top() -> None:
+    """As keras.applications' include_top=False: the head's tensors are skipped."""
     weights = FIXTURES / "ghostnet_050_c10_96.safetensors"
     full = models.ghostnet_050(weights=weights, classes=10, input_shape=SMALL)
     backbone = models.ghostnet_050(False, weights, input_shape=SMALL)
     x = np.random.default_rng(2).standard_normal((1, *SMALL)).astype(np.float32)
-    inner = keras.Model(full.inputs, full.get_layer("blocks.9.0.bn1").output)
+    inner = keras.Model(full.inputs[0], full.get_layer("blocks.9.0.act1").output)
     np.testing.assert_allclose(
-        np.asarray(backbone(x, training=False)), np.maximum(inner(x, training=False), 0), atol=1e-5
+        np.asarray(backbone(x, training=False)), np.asarray(inner(x, training=False)), atol=1e-5
     )
 
 
-@pytest.mark.skipif(
-    "features" not in ghostspec.spec.Head.model_fields,
-    reason="the spec's feature-extractor head (issue 12 part 1) is not merged yet",
-)
-def test_features_returns_one_map_per_level() -> None:
-    model = models.ghostnet_050(features=[1, 2, 3], input_shape=SMALL)
-    assert isinstance(model.outputs, list) and len(model.outputs) == 3
+def test_features_return_one_map_per_level_from_the_plan() -> None:
+    model = models.ghostnet_100(features=[2, 3, 4, 5], input_shape=SMALL)
+    plan = ghostspec.plan("ghostnet_100", ["head.features=[2, 3, 4, 5]", "input.shape=[64, 64, 3]"])
+    assert isinstance(model.outputs, list) and len(model.outputs) == 4
+    assert [tuple(o.shape[1:]) for o in model.outputs] == [t.shape for t in plan.features]
+    assert [t.channels for t in plan.features] == [24, 40, 112, 160]  # the last block per level
+    timm = models.ghostnet_100(features=[2, 3, 4, 5], taps="timm", input_shape=SMALL)
+    assert [o.shape[-1] for o in timm.outputs] == [24, 40, 80, 160]  # timm's stage ends
+
+
+def test_a_classifier_checkpoint_loads_into_a_features_backbone() -> None:
+    weights = FIXTURES / "ghostnet_050_c10_96.safetensors"
+    full = models.ghostnet_050(weights=weights, classes=10, input_shape=SMALL)
+    taps = ["blocks.4.0", "blocks.6.4"]
+    backbone = models.ghostnet_050(weights=weights, features=taps, input_shape=SMALL)
+    x = np.random.default_rng(3).standard_normal((1, *SMALL)).astype(np.float32)
+    outputs = backbone(x, training=False)
+    assert len(outputs) == 2
+    for tap, got in zip(taps, outputs, strict=True):
+        inner = keras.Model(full.inputs[0], full.get_layer(f"{tap}.add").output)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(inner(x, training=False)), atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +160,12 @@ def test_features_returns_one_map_per_level() -> None:
         ({"weights": "imagenet"}, "weights", "downloads nothing"),
         ({"pooling": "avg"}, "pooling", "include_top=False"),
         ({"pooling": "mean", "include_top": False}, "pooling", "not one of"),
-        ({"include_top": False, "classes": 10}, "classes", "only with include_top=True"),
+        ({"include_top": False, "classes": 10}, "classes", "no classifier with include_top"),
+        ({"features": [2], "classes": 10}, "classes", "no classifier with features"),
+        ({"features": [2], "pooling": "avg"}, "pooling", "unpooled"),
+        ({"include_top": False, "classifier_activation": "softmax"}, "classifier_activation", ""),
+        ({"taps": "timm"}, "taps", "features= is not given"),
+        ({"features": [2], "taps": "first"}, "taps", "not one of"),
         ({"classes": 0}, "classes", "positive integer"),
         ({"classes": True}, "classes", "positive integer"),
         ({"classifier_activation": "relu"}, "classifier_activation", "not one of"),

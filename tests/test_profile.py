@@ -3,6 +3,7 @@ every time is a positive measurement, shares sum to 100%. No assertion on absolu
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -20,7 +21,7 @@ from ghostspec.latency import (
     render_profile_table,
 )
 from ghostspec.plan import fuse_plan
-from ghostspec.profile import measure
+from ghostspec.profile import measure, segments
 
 # GhostNetV2 attention and GhostNetV3 branches on a few blocks, any input size: the deploy form
 # folds the branches and every BatchNorm, and the profile needs a size (--input-size).
@@ -194,3 +195,22 @@ with contextlib.redirect_stdout(io.StringIO()):
     assert cli.run(["profile", "ghostnet_050", "-o", "x.jpg"]) == 2
 """
     )
+
+
+@pytest.mark.parametrize(("taps", "features"), [("last", "[1, 2]"), ("timm", "[1, blocks.1]")])
+def test_a_backbone_is_cut_into_its_plan_nodes(spec: Path, taps: str, features: str) -> None:
+    """Its output layers (the named feature maps) belong to no node; timm's stem tap keeps the
+    stem's BatchNorm, which still ends the stem's segment."""
+    overrides = [f"head.features={features}", f"head.taps={taps}", "input.shape=[32, 32, 3]"]
+    plan = ghostspec.plan(spec, overrides)
+    deploy = ghostspec.fuse(ghostspec.build(plan), plan, batch_norm=True)
+    from ghostspec.fusion import plan_of
+
+    pieces = segments(deploy, plan_of(deploy))
+    assert [node.name for node, _, _ in pieces] == [n.name for n in plan.nodes]
+    for (_, piece, _), (_, _, feed) in itertools.pairwise(pieces):
+        assert tuple(piece.outputs[0].shape) == tuple(feed.shape)
+    ends = {node.name: piece.outputs[0] for node, piece, _ in pieces}
+    for tap in plan.features:
+        if not tap.pre_norm:
+            assert tuple(ends[tap.node].shape[1:]) == tap.shape
