@@ -223,7 +223,7 @@ def _head_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
     """The feature-extractor form: a classifier too, taps without features, unknown maps."""
     head = spec.head
     if head.features is None:
-        if "taps" in head.model_fields_set:
+        if head.taps != "last":  # the default may be written out (resolved specs do)
             return [
                 doc.diagnostic(
                     ("head", "taps"),

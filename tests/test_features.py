@@ -273,17 +273,21 @@ def test_a_bad_entry_is_one_clear_message(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("overrides", [[], ["head.features=[2, blocks.6]", "head.taps=timm"]])
+def test_a_resolved_spec_reads_back(overrides: list[str]) -> None:
+    """Every field written out (as run folders store specs), defaults included, is valid."""
+    from ghostspec.source import dump_yaml
+
+    spec = ghostspec.load("specs/large.yaml", overrides)
+    assert ghostspec.load("resolved.yaml", text=dump_yaml(spec.model_dump())) == spec
+
+
 def test_features_imply_no_classifier() -> None:
     spec = ghostspec.load("x.yaml", text=SPEC + "  features: [2]\n")
     assert spec.head.include_top is False
 
 
 # --------------------------------------------------------------------- Keras: parity with timm
-
-
-@pytest.fixture(scope="module")
-def parity_figures() -> dict[str, float]:
-    return {}
 
 
 @pytest.mark.parametrize("fixture", feature_fixtures(), ids=lambda f: f["name"])
@@ -360,14 +364,15 @@ def test_build_notes_the_skipped_head(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_dynamic_input_sizes() -> None:
-    """One backbone with null height and width runs at several sizes; each map has the size its
-    reduction gives and equals the static-size model's output (same weights)."""
+    """A backbone with null height and width (and its deploy form) runs at any size; each map
+    has the size its reduction gives and equals the static-size model's output (same weights)."""
     overrides = ["width=0.5", "head.features=[2, 3, 4, 5]"]
     dynamic_plan = ghostspec.plan(
         "specs/ghostnetv2.yaml", [*overrides, "input.shape=[null, null, 3]"]
     )
     assert all(t.size == (None, None) for t in dynamic_plan.features)
     dynamic = ghostspec.build(dynamic_plan)
+    deploy = ghostspec.fuse(dynamic, batch_norm=True)
     rng = np.random.default_rng(1)
     for h, w in ((97, 80),):  # odd and not square
         static_plan = ghostspec.plan(
@@ -376,9 +381,11 @@ def test_dynamic_input_sizes() -> None:
         static = ghostspec.build(static_plan)
         load_weights(static, static_plan, ghostspec.export_state_dict(dynamic))
         x = rng.standard_normal((1, h, w, 3)).astype(np.float32)
-        for tap, a, b in zip(dynamic_plan.features, dynamic(x), static(x), strict=True):
+        maps = zip(dynamic_plan.features, dynamic(x), static(x), deploy(x), strict=True)
+        for tap, a, b, c in maps:
             assert a.shape[1:] == (-(-h // tap.reduction), -(-w // tap.reduction), tap.channels)
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+            np.testing.assert_allclose(np.asarray(a), np.asarray(c), atol=1e-4)
 
 
 @pytest.fixture(scope="module")
