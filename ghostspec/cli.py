@@ -21,7 +21,7 @@ from ghostspec.diagnostics import Diagnostic, SpecError, render_json, render_tex
 EXIT_OK, EXIT_FAULT, EXIT_INVALID = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
 # Commands that load TensorFlow: their terminal is kept quiet (ghostspec.quiet).
-TENSORFLOW_COMMANDS = frozenset({"build", "export"})
+TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile"})
 
 
 class Terminated(KeyboardInterrupt):
@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="cost at this size")
     p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p.add_argument(
+        "--latency",
+        metavar="PROFILE.json",
+        help="add measured ms per node from a saved profile (ghostspec profile --save)",
+    )
     _add_overrides(p)
 
     p = commands.add_parser("schema", help="print, write or check the editor JSON Schemas")
@@ -122,6 +127,24 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(p)
 
     p = commands.add_parser(
+        "profile",
+        help="measure TFLite latency of the deploy form, whole and node by node",
+        parents=[verbose],
+    )
+    p.add_argument("spec", metavar="SPEC|NAME")
+    p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="default: 224 224")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="interpreter threads (1)")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none")
+    p.add_argument("--repeats", type=int, default=100, metavar="N", help="timed rounds (100)")
+    p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p.add_argument("-o", "--output", metavar="profile.png", help="bar chart (.png or .svg)")
+    p.add_argument("--save", metavar="PROFILE.json", help="write it for inspect --latency")
+    _add_overrides(p)
+
+    p = commands.add_parser("list", help="the registered models: a name works wherever SPEC does")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = commands.add_parser(
         "build", help="compile a spec into a Keras model file (.keras)", parents=[verbose]
     )
     p.add_argument("spec", metavar="SPEC")
@@ -144,7 +167,8 @@ def _validate_one(path: str, args: argparse.Namespace) -> dict[str, object]:
     from ghostspec.languages import LANGUAGES, RECIPE
     from ghostspec.source import detect_language
 
-    if detect_language(path, LANGUAGES) is RECIPE:
+    # a registered model name is not a file: the spec loader resolves it (or says what is wrong)
+    if Path(path).exists() and detect_language(path, LANGUAGES) is RECIPE:
         from ghostspec.recipe import load_recipe
 
         recipe = load_recipe(path, args.hyperparameters)
@@ -212,6 +236,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         with contextlib.suppress(SpecError):  # no room at that size: --input-size it is
             at = reference_size(plan.input_shape[:2])
             plan = ghostspec.plan(args.spec, args.overrides, input_size=at)
+    if args.latency:
+        return _inspect_latency(args, plan)
     if args.format == "json":
         print(json.dumps(report.plan_report(plan, accepts), indent=2))
     elif args.format == "markdown":
@@ -234,6 +260,62 @@ def _check_schema(path: Path, text: str, recipe: bool) -> bool:
         return False
     print(f"{path}: up to date")
     return True
+
+
+def _inspect_latency(args: argparse.Namespace, plan: object) -> int:
+    from ghostspec import latency
+
+    profile = latency.read_profile(args.latency)
+    if args.format == "json":
+        print(json.dumps(latency.joined_report(plan, profile), indent=2))  # type: ignore[arg-type]
+    elif args.format == "markdown":
+        print(latency.render_joined_markdown(plan, profile))  # type: ignore[arg-type]
+    else:
+        print(latency.render_joined_table(plan, profile))  # type: ignore[arg-type]
+    return EXIT_OK
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import ghostspec
+    from ghostspec import latency, profile
+    from ghostspec.files import write_text
+
+    for flag, value in (("--threads", args.threads), ("--repeats", args.repeats)):
+        if value < 1:
+            raise SpecError([Diagnostic(file=flag, message="must be at least 1")])
+    if args.input_size and min(args.input_size) < 1:
+        raise SpecError([Diagnostic(file="--input-size", message="H and W must be at least 1")])
+    if args.output:
+        profile.check_target(args.output, tuple(profile.CHART_FORMATS), "-o")
+    if args.save:
+        profile.check_target(args.save, (".json",), "--save")
+    size = tuple(args.input_size) if args.input_size else None
+    ghostspec.plan(args.spec, args.overrides)  # spec errors before TensorFlow loads
+    result = profile.measure(
+        args.spec,
+        args.overrides,
+        input_size=size,
+        threads=args.threads,
+        quantize=args.quantize,
+        repeats=args.repeats,
+        progress=lambda line: print(f"  {line}", file=sys.stderr),
+    )
+    notes = sys.stderr if args.format == "json" else sys.stdout
+    if args.format == "json":
+        sys.stdout.write(result.to_json())
+    elif args.format == "markdown":
+        print(latency.render_profile_markdown(result))
+    else:
+        print(latency.render_profile_table(result))
+    if args.save:
+        write_text(args.save, result.to_json())
+        print(
+            f"wrote {args.save} (join it: ghostspec inspect SPEC --latency {args.save})", file=notes
+        )
+    if args.output:
+        profile.write_chart(result, args.output)
+        print(f"wrote {args.output}", file=notes)
+    return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -323,6 +405,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     plan = ghostspec.plan(args.spec, args.overrides)
     plot_plan(plan, args.output)
     print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ghostspec import registry
+
+    records = registry.catalog()
+    if args.format == "json":
+        print(json.dumps(records, indent=2))
+    else:
+        print(registry.render_catalog(records))
     return EXIT_OK
 
 
@@ -495,6 +588,8 @@ COMMANDS = {
     "schema": cmd_schema,
     "fmt": cmd_fmt,
     "plot": cmd_plot,
+    "profile": cmd_profile,
+    "list": cmd_list,
     "build": cmd_build,
     "export": cmd_export,
 }

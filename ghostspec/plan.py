@@ -481,7 +481,8 @@ class Plan:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     # A feature extractor (`head.features`): its outputs, in order, and the reference modules it
-    # leaves out (the nodes after the last tap and the head), whose checkpoint tensors are skipped.
+    # leaves out (the nodes after the last tap and the head; the head alone without include_top),
+    # whose checkpoint tensors are skipped.
     features: tuple[Tap, ...] = ()
     omitted: tuple[str, ...] = ()
 
@@ -822,6 +823,9 @@ class _Lowering:
             nodes.append(pool)
             channels = pool.cout
             output = (channels,)
+        if not head.include_top and head.features is None:
+            # keras.applications' include_top=False: a classifier checkpoint loads, head skipped
+            omitted = ("conv_head", "classifier")
         if head.include_top and head.features is None:
             nodes.append(
                 Classifier(

@@ -37,12 +37,13 @@ from pydantic_core import PydanticCustomError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.languages import RECIPE, SPEC
+from ghostspec.resources import shipped_dir
 from ghostspec.source import DocPath, Document, load_document
 from ghostspec.spec import Name, _not_bool, integer, number
 from ghostspec.validate import validation_diagnostics
 
 VERSION_KEY = RECIPE.version_key
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+RECIPES_DIR = shipped_dir("recipes")
 SHORT_NAMES: tuple[str, ...] = ("finetune", "imagenet")
 DEFAULT_RECIPE = "finetune"
 _DEFER_RULES = "ghostspec.recipe.defer_rules"

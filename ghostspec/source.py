@@ -90,8 +90,8 @@ class Language:
     examples: tuple[str, ...] = ("key.path=1",)
     start: str | None = None
     version_key: str = ""
-    noun: str = "file"
-    title: str = "file"
+    noun: str = "document"
+    title: str = "document"
     used_by: str = ""
 
 
@@ -484,7 +484,11 @@ def read_text(path: Path, language: Language = Language()) -> str:
         raise SpecError([Diagnostic(file=name, message="no such file", hint="check the path")])
     if path.is_dir():
         raise SpecError(
-            [Diagnostic(file=name, message=f"is a directory, not a {noun}", hint="name a file")]
+            [
+                Diagnostic(
+                    file=name, message=f"is a directory, not a {noun} file", hint="name a file"
+                )
+            ]
         )
     if path.suffix.lower() not in SUFFIXES:
         raise SpecError(
@@ -496,7 +500,7 @@ def read_text(path: Path, language: Language = Language()) -> str:
                 )
             ]
         )
-    raw = read_regular_file(path, MAX_FILE_BYTES, noun)
+    raw = read_regular_file(path, MAX_FILE_BYTES, f"{noun} file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -524,11 +528,13 @@ def load_document(
     text: str | None = None,
     language: Language = Language(),
     others: Sequence[Language] = (),
+    shown_as: str | None = None,
 ) -> Document:
     """Read a file (or `text` named `source`) and apply overrides. Raises SpecError.
 
-    `others`: the languages a file might be by mistake; one of theirs is refused in one line."""
-    name = str(source)
+    `others`: the languages a file might be by mistake; one of theirs is refused in one line.
+    `shown_as`: the file's name in diagnostics, where it is not the path read."""
+    name = str(source) if shown_as is None else shown_as
     if text is None:
         text = read_text(Path(source), language)
     tree = parse_text(text, name)

@@ -12,6 +12,8 @@ from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.features import resolve
 from ghostspec.languages import RECIPE
 from ghostspec.plan import lower_trunk
+from ghostspec.registry import display_path
+from ghostspec.registry import resolve as resolve_name
 from ghostspec.source import DocPath, Document, load_document, yaml11_reading
 from ghostspec.spec import LANGUAGE, NAME_RULE, Spec
 
@@ -22,8 +24,18 @@ MAX_MACS = 1_000_000_000_000
 def load_spec_document(
     source: str | Path, overrides: list[str] | tuple[str, ...] = (), *, text: str | None = None
 ) -> Document:
-    """Read a spec file (or `text` named `source`) and apply overrides. Raises SpecError."""
-    return load_document(source, overrides, text=text, language=LANGUAGE, others=(RECIPE,))
+    """Read a spec file (or `text` named `source`) and apply overrides. Raises SpecError.
+
+    `source` may also be a registered model name (`ghostnet_100`); an existing path wins.
+    """
+    shown = None
+    if text is None:
+        path, preset = resolve_name(source)
+        if preset:  # the name's own settings come first, so the user's --set wins
+            source, shown, overrides = path, display_path(path), (*preset, *overrides)
+    return load_document(
+        source, overrides, text=text, language=LANGUAGE, others=(RECIPE,), shown_as=shown
+    )
 
 
 def _describe(value: Any) -> str:
