@@ -1,0 +1,236 @@
+"""Memory estimates made from the plan before anything is built or allocated.
+
+Sizes a user types (input size, batch) multiply every activation of the network, so a command
+that allocates by them first asks here whether they fit in the memory this machine has free, and
+refuses with the estimate otherwise. Export's parity check uses it today; training can size its
+batches with the same footprint. Everything is float32. No TensorFlow import.
+
+The counts follow the Keras backend's layers (`ghostspec.keras.blocks`): every conv, BatchNorm,
+activation, padding, concatenation, slice, gate and add makes one tensor. Keras' eager functional
+call keeps every layer's output until it returns (`total`); graph runtimes (TFLite, a SavedModel,
+ONNX Runtime) free a tensor after its last use, so about one block is alive at a time (`peak`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ghostspec.plan import (
+    Bottleneck,
+    Classifier,
+    Conv,
+    ConvBn,
+    ConvNode,
+    ConvOp,
+    Dfc,
+    GhostModule,
+    Head,
+    Plan,
+    Size,
+    SqueezeExcite,
+)
+
+FLOAT = 4  # bytes of a float32
+GIB = 1 << 30
+# Measured (see export's README section): what TensorFlow, the converter and the runtimes take
+# beyond the tensors counted here, and how many copies of the weights a conversion holds.
+FRAMEWORK_BYTES = 2 * GIB
+WEIGHT_COPIES = 8
+RUNTIME_OVERHEAD = 1.5  # graph runtimes' arenas and scratch buffers, per counted tensor byte
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Element counts of one sample's forward pass at one input size."""
+
+    input: int  # one input sample
+    total: int  # every layer output: what an eager Keras call holds at its end
+    peak: int  # the most alive at once in a graph runtime (one block and its input)
+    weights: int  # parameters and buffers
+
+    def scaled(self, factor: float) -> Footprint:
+        """The footprint at `factor` times the pixels (activations scale, weights do not)."""
+        return Footprint(
+            math.ceil(self.input * factor),
+            math.ceil(self.total * factor),
+            math.ceil(self.peak * factor),
+            self.weights,
+        )
+
+
+def _area(size: Size) -> int:
+    h, w = size
+    if h is None or w is None:
+        raise ValueError("memory estimates need a plan at a fixed input size")
+    return h * w
+
+
+def _conv(c: Conv) -> int:
+    padding = 0
+    if c.stride > 1 and any(c.padding_hw):  # an explicit ZeroPadding2D layer
+        (h, w), (ph, pw) = c.in_size, c.padding_hw
+        padding = _area((h + 2 * ph if h else h, w + 2 * pw if w else w)) * c.cin
+    return padding + _area(c.out_size) * c.cout
+
+
+def _conv_bn(op: ConvBn) -> int:
+    out = _area(op.conv.out_size) * op.conv.cout
+    layers = int(op.bn is not None) + int(op.bn is not None and op.activation != "linear")
+    return _conv(op.conv) + layers * out
+
+
+def _conv_op(op: ConvOp) -> int:
+    if isinstance(op, ConvBn):
+        return _conv_bn(op)
+    out = _area(op.fused.out_size) * op.fused.cout
+    parts = [*op.branches, *([op.scale] if op.scale else [])]
+    count = sum(_conv_bn(p) for p in parts) + (out if op.skip else 0)
+    summed = len(parts) + int(op.skip is not None) > 1
+    return count + out * (int(summed) + int(op.activation != "linear"))
+
+
+def _dfc(d: Dfc, cout: int) -> int:
+    pooled = _area(d.pooled_size)
+    convs = sum(_conv_bn(op) for op in (d.conv, d.horizontal, d.vertical))
+    # pool, gate, the upsampling's concatenations and reshapes (2x then 4x the pooled map), scale
+    return pooled * d.conv.conv.cin + convs + pooled * cout * (1 + 12) + _area(d.in_size) * cout
+
+
+def _ghost(m: GhostModule) -> int:
+    size = _area(m.primary.conv.out_size)
+    made = m.primary.conv.cout + m.cheap.conv.cout
+    count = _conv_op(m.primary) + _conv_op(m.cheap) + size * made
+    if made != m.cout:
+        count += size * m.cout
+    if m.attention is not None:
+        count += _dfc(m.attention, m.cout)
+    return count
+
+
+def _se(se: SqueezeExcite, size: int) -> int:
+    return 2 * se.channels + se.reduced + size * se.channels
+
+
+def node_activations(node: ConvNode | Bottleneck | Head | Classifier) -> int:
+    """Elements of every tensor the Keras backend makes for one sample in `node`."""
+    if isinstance(node, ConvNode):
+        return _conv_op(node.op)
+    if isinstance(node, Bottleneck):
+        count = _ghost(node.ghost1) + _ghost(node.ghost2)
+        if node.conv_dw is not None:
+            count += _conv_op(node.conv_dw)
+        if node.se is not None:
+            count += _se(node.se, _area(node.out_size))
+        for part in node.shortcut or ():
+            count += _conv_bn(part)
+        return count + _area(node.out_size) * node.cout
+    if isinstance(node, Head):
+        return node.cin + 2 * node.cout
+    return 2 * node.cin + node.cout
+
+
+def plan_footprint(plan: Plan) -> Footprint:
+    """The footprint of a plan with a fixed input size (plan it with `input_size=`)."""
+    h, w, c = plan.input_shape
+    if h is None or w is None:
+        raise ValueError("memory estimates need a plan at a fixed input size")
+    sizes = [node_activations(node) for node in plan.nodes]
+    inputs = [h * w * c, *(_node_output(n) for n in plan.nodes[:-1])]
+    peak = max(i + s for i, s in zip(inputs, sizes, strict=True))
+    return Footprint(h * w * c, h * w * c + sum(sizes), peak, plan.params + plan.buffers)
+
+
+def _node_output(node: ConvNode | Bottleneck | Head | Classifier) -> int:
+    h, w = node.out_size
+    return (h or 1) * (w or 1) * node.cout
+
+
+# ---------------------------------------------------------------------------------- available
+
+
+def available_bytes() -> int | None:
+    """Memory this process can still take: MemAvailable, or less if a cgroup limit is lower.
+    None where neither can be read (then nothing is refused)."""
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit.isascii() and limit.isdigit() and used.isascii() and used.isdigit():
+            found.append(int(limit) - int(used))
+    except OSError:
+        pass
+    override = os.environ.get("GHOSTSPEC_MEMORY_LIMIT", "")
+    if override.isascii() and override.isdigit():  # for a shared machine: a budget of one's own
+        found.append(int(override))
+    return min(found) if found else None
+
+
+def format_bytes(count: float) -> str:
+    if count >= GIB:
+        return f"{count / GIB:.1f} GiB"
+    return f"{count / (1 << 20):.0f} MiB"
+
+
+# ------------------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class ExportMemory:
+    """How export checks parity within memory: `samples` random inputs, run through the Keras
+    model `chunk` at a time, and the estimated peak memory of the whole export."""
+
+    samples: int
+    chunk: int
+    bytes: int
+
+
+PARITY_SAMPLES = 8
+
+
+def export_memory(
+    reference: Footprint,
+    artifact: Footprint,
+    *,
+    batch: int | None,
+    to: str,
+    quantize: str,
+    available: int | None,
+) -> tuple[ExportMemory, bool]:
+    """The largest parity check (up to 8 samples, whole batches of a fixed-batch artifact) that
+    fits in `available` bytes, and whether it fits at all; if nothing fits, the smallest check
+    and False. `reference` is the model Keras runs (as built), `artifact` the exported one."""
+    unit = batch or 1  # a fixed-batch artifact runs whole batches only
+    fixed = batch is not None or to == "tflite"
+    most = unit * max(1, math.ceil(PARITY_SAMPLES / unit))
+    options = [
+        (samples, chunk)
+        for samples in range(most, unit - 1, -unit)
+        for chunk in sorted({samples, unit, 1}, reverse=True)
+    ]
+    smallest = None
+    for samples, chunk in options:
+        run = (unit if fixed else chunk) * artifact.peak * FLOAT * RUNTIME_OVERHEAD
+        convert = WEIGHT_COPIES * artifact.weights * FLOAT
+        if quantize == "int8":  # the calibrator runs the float model one sample at a time
+            convert += artifact.total * FLOAT * RUNTIME_OVERHEAD
+        phases = max(chunk * reference.total * FLOAT, run, convert)
+        total = int(
+            FRAMEWORK_BYTES
+            + 2 * reference.weights * FLOAT  # the model as built and its deploy form
+            + 2 * samples * reference.input * FLOAT  # the inputs, and their copy in a runtime
+            + phases
+        )
+        smallest = ExportMemory(samples, chunk, total)
+        if available is None or total <= available:
+            return smallest, True
+    assert smallest is not None
+    return smallest, False
