@@ -470,7 +470,7 @@ def export(
             reference, artifact, input_size, to=to, batch=batch, quantize=quantize
         )
     samples = parity_batch(image, memory.samples)
-    reference_out = _in_chunks(lambda x: checked(x, training=False), samples, memory.chunk)
+    reference_out = _in_chunks(_inference(checked, memory.graph), samples, memory.chunk)
     if to == "savedmodel":
         with _atomic_directory(output) as directory:
             _savedmodel(model, (batch, *image), directory)
@@ -489,6 +489,16 @@ def export(
     with atomic_path(output) as temp:
         temp.write_bytes(content)
     return ExportResult(output, to, quantize, len(content), result)
+
+
+def _inference(model: Any, graph: bool) -> Callable[[np.ndarray], Any]:
+    """`model` in inference mode: eager, or traced once into a graph, which frees every layer's
+    output after its last use instead of holding all of them to the end of the call."""
+    if not graph:
+        return lambda x: model(x, training=False)
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
 def _in_chunks(fn: Callable[[np.ndarray], Any], batch: np.ndarray, chunk: int) -> np.ndarray:
