@@ -30,6 +30,7 @@ from ghostspec.calibration import DEFAULT_SOURCE, parse_calibration
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import atomic_path
 from ghostspec.memory import (
+    USABLE_FRACTION,
     ExportMemory,
     Footprint,
     available_bytes,
@@ -408,8 +409,9 @@ def fitting_memory(
 ) -> ExportMemory:
     """export_memory with the refusal, as a SpecError naming the flag to change."""
     available = available_bytes()
+    budget = None if available is None else int(available * USABLE_FRACTION)
     memory, fits = export_memory(
-        reference, artifact, batch=batch, to=to, quantize=quantize, available=available
+        reference, artifact, batch=batch, to=to, quantize=quantize, available=budget
     )
     if fits:
         return memory
@@ -422,7 +424,8 @@ def fitting_memory(
                 file=flag,
                 message=f"exporting at {size[0]}x{size[1]}{batch_text} needs about "
                 f"{format_bytes(memory.bytes)} of memory (a parity check of {memory.samples} "
-                f"sample(s) included), and {format_bytes(available)} is available",
+                f"sample(s) included), and {format_bytes(available)} is available (an export "
+                f"takes at most {USABLE_FRACTION:.0%} of it)",
                 hint="use a smaller --input-size or --batch: activations grow with H x W x batch",
             )
         ]

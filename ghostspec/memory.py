@@ -198,6 +198,8 @@ class ExportMemory:
 
 
 PARITY_SAMPLES = 8
+COMFORT_BYTES = GIB  # the parity inputs, and one Keras call, stay under this where they can
+USABLE_FRACTION = 0.8  # of the memory available: estimates are estimates, and others need some
 
 
 def export_memory(
@@ -209,17 +211,23 @@ def export_memory(
     quantize: str,
     available: int | None,
 ) -> tuple[ExportMemory, bool]:
-    """The largest parity check (up to 8 samples, whole batches of a fixed-batch artifact) that
-    fits in `available` bytes, and whether it fits at all; if nothing fits, the smallest check
-    and False. `reference` is the model Keras runs (as built), `artifact` the exported one.
-    Eager Keras calls are preferred (no tracing); a graph only where they do not fit."""
+    """The parity check for an export, and whether it fits in `available` bytes (None: no
+    limit). `reference` is the model Keras runs (as built), `artifact` the exported one.
+
+    Up to 8 samples, in whole batches of a fixed-batch artifact, fewer where the inputs alone
+    would pass 1 GiB; Keras runs them in calls of at most 1 GiB, eagerly (no tracing) or, where
+    that cannot fit, as a traced graph; then fewer samples. If nothing fits: the smallest check
+    and False."""
     unit = batch or 1  # a fixed-batch artifact runs whole batches only
     fixed = batch is not None or to == "tflite"
     most = unit * max(1, math.ceil(PARITY_SAMPLES / unit))
+    most = min(most, unit * max(1, COMFORT_BYTES // (unit * reference.input * FLOAT)))
     smallest = None
     for samples in range(most, unit - 1, -unit):
         for graph in (False, True):
-            for chunk in sorted({samples, unit, 1}, reverse=True):
+            per_sample = FLOAT * (reference.peak * RUNTIME_OVERHEAD if graph else reference.total)
+            widest = min(samples, max(1, int(COMFORT_BYTES // per_sample)))
+            for chunk in sorted({widest, 1}, reverse=True):
                 run_batch = unit if fixed else chunk
                 smallest = _export_bytes(
                     reference, artifact, samples, chunk, graph, run_batch, to, quantize

@@ -143,7 +143,7 @@ def test_dynamic_plans_have_no_footprint() -> None:
         plan_footprint(plan)
 
 
-FOOTPRINT = Footprint(input=3_000_000, total=200_000_000, peak=50_000_000, weights=2_000_000)
+FOOTPRINT = Footprint(input=300_000, total=20_000_000, peak=5_000_000, weights=2_000_000)
 
 
 def test_the_parity_check_shrinks_to_fit() -> None:
