@@ -253,7 +253,7 @@ def read_torch_zip(data: bytes, limit: int) -> Any:
     if pkl_info.file_size > PICKLE_LIMIT:
         raise TorchFileError(f"data.pkl is {pkl_info.file_size:,} bytes; the limit is 64 MiB")
     order = members.get(f"{prefix}byteorder")
-    if order is not None and archive.read(order)[:8] not in (b"little",):
+    if order is not None and (order.file_size > 16 or archive.read(order).strip() != b"little"):
         raise TorchFileError("it was written on a big-endian machine, which ghostspec cannot read")
     loaded: dict[str, _Storage] = {}
 

@@ -616,3 +616,44 @@ def test_an_ordered_state_dict_with_metadata(plan: Plan, tmp_path: Path) -> None
     state = random_state(plan)
     read = read_state_dict(torch_save(OrderedDict(state), tmp_path / "sd.pth"))
     assert list(read) == list(state)
+
+
+def test_torchs_own_refusal_becomes_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The legacy format goes through torch.load(weights_only=True); its multi-line, coloured
+    refusal of a pickled module (advising weights_only=False) is not passed on."""
+    import pickle
+    import types
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        assert kwargs["weights_only"] is True
+        raise pickle.UnpicklingError(
+            "Weights only load failed. Re-running `torch.load` with `weights_only` set to "
+            "`False` will likely succeed, but it can result in arbitrary code execution.\n"
+            "\x1b[1mWeightsUnpickler error: Unsupported global: GLOBAL __main__.Net\x1b[0m\n"
+            "Check the documentation of torch.load to learn more."
+        )
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load))
+    path = tmp_path / "old.pth"
+    path.write_bytes(b"\x80\x02legacy")
+    with pytest.raises(SpecError) as caught:
+        read_state_dict(path)
+    (diagnostic,) = caught.value.diagnostics
+    text = f"{diagnostic.message} {diagnostic.hint}"
+    assert "holds pickled Python objects (__main__.Net), and ghostspec reads only tensors" in text
+    assert "\n" not in text and "\x1b" not in text and "weights_only" not in text
+
+
+def test_large_inputs_get_fewer_parity_samples() -> None:
+    """At 4096x4096x3 one input is 192 MiB: five of them stay under 1 GiB."""
+    big = Footprint(4096 * 4096 * 3, 10**9, 10**8, 10**6)
+    memory, fits = export_memory(
+        big, big, batch=None, to="savedmodel", quantize="none", available=None
+    )
+    assert fits and memory.samples == 5 and memory.chunk == 1
+    one, _ = export_memory(
+        big.scaled(4), big.scaled(4), batch=None, to="onnx", quantize="none", available=None
+    )
+    assert one.samples == 1
