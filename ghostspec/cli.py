@@ -14,9 +14,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ghostspec.diagnostics import Diagnostic, SpecError, render_json, render_text
+
+if TYPE_CHECKING:
+    from ghostspec.plan import Plan
 
 EXIT_OK, EXIT_FAULT, EXIT_INVALID = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
@@ -518,7 +521,7 @@ def _export_model(
             )
         h, w, _ = image_input_shape(model, args.source)
         return model, model, model.name, Preprocessing(), None if h is None or w is None else (h, w)
-    plan = ghostspec.plan(args.source, args.overrides)
+    plan, _ = _spec_export_plan(args)
     built = ghostspec.build(plan, weights=args.weights)
     model = ghostspec.fuse(built, plan, batch_norm=True) if args.fuse else built
     h, w, _ = plan.input_shape
@@ -528,6 +531,20 @@ def _export_model(
 
 def _is_model_file(source: str) -> bool:
     return source.lower().endswith(".keras")
+
+
+def _spec_export_plan(args: argparse.Namespace) -> tuple[Plan, str]:
+    """The plan of the spec at the size it is exported at (--input-size, else the spec's, else
+    224x224), so the planner's size checks apply, and the summary line's note on the size."""
+    import ghostspec
+    from ghostspec.export import export_size
+
+    spec = ghostspec.load(args.source, args.overrides)
+    h, w, _ = spec.input.shape
+    requested = (args.input_size[0], args.input_size[1]) if args.input_size else None
+    static = None if h is None or w is None else (h, w)
+    size, note = export_size(requested, static, fixed=False, source=args.source)
+    return ghostspec.plan(args.source, args.overrides, input_size=size), note
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -544,15 +561,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     inputs = (args.source, args.weights)
     if output is not None:  # where the artifact goes is checked before any work
         export.check_artifact_path(args.to, output, inputs)
-    if not _is_model_file(args.source):
-        import ghostspec
+    from ghostspec.calibration import DEFAULT_SOURCE, calibration_notice, parse_calibration
 
-        ghostspec.plan(args.source, args.overrides)  # spec errors before TensorFlow loads
+    calibration = parse_calibration(args.calibration or DEFAULT_SOURCE)
+    memory = None
+    if not _is_model_file(args.source):
+        # spec and size errors, and exports that cannot fit in memory, before TensorFlow loads
+        plan, note = _spec_export_plan(args)
+        memory = export.plan_memory(
+            plan, fuse=args.fuse, to=args.to, batch=args.batch, quantize=args.quantize
+        )
+        size = (plan.input_shape[0] or 0, plan.input_shape[1] or 0)  # fixed: planned at size
+        notice = calibration_notice(calibration.random or 0, size)
+        if args.quantize == "int8" and notice:
+            print(notice, file=sys.stderr)
     model, built, name, pre, static = _export_model(args)
-    size = tuple(args.input_size) if args.input_size else static
-    note = ""
-    if size is None:
-        size, note = (224, 224), " (the model accepts any size; exported at 224x224)"
+    if _is_model_file(args.source):
+        requested = (args.input_size[0], args.input_size[1]) if args.input_size else None
+        size, note = export.export_size(requested, static, fixed=True, source=args.source)
     suffix = {"savedmodel": "", "tflite": ".tflite", "onnx": ".onnx"}[args.to]
     tag = "" if args.quantize == "none" else f"_{args.quantize}"
     default = f"{name}{tag}_savedmodel" if args.to == "savedmodel" else f"{name}{tag}{suffix}"
@@ -568,6 +594,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             calibration=args.calibration,
             preprocessing=pre,
             reference_model=built,
+            memory=memory,
         )
     except export.ExportFault as fault:
         print(f"ghostspec: export failed: {fault}", file=sys.stderr)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ghostspec.calibration import DEFAULT_SOURCE, parse_calibration
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import (
     atomic_directory,
@@ -31,7 +34,16 @@ from ghostspec.files import (
     check_output_folder,
     write_error,
 )
-from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD
+from ghostspec.memory import (
+    USABLE_FRACTION,
+    ExportMemory,
+    Footprint,
+    available_bytes,
+    export_memory,
+    format_bytes,
+    plan_footprint,
+)
+from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD, Plan, fuse_plan
 
 Format = Literal["savedmodel", "tflite", "onnx"]
 Quantize = Literal["none", "fp16", "int8"]
@@ -186,17 +198,13 @@ def calibration_batches(
     source: str, shape: tuple[int, int, int], preprocessing: Preprocessing
 ) -> Iterator[np.ndarray]:
     """Representative inputs for int8: a folder of images or `random:N`."""
-    if source.startswith("random:"):
-        count = source.split(":", 1)[1]
-        if not count.isdigit() or int(count) < 1:
-            message = f"{source!r}: N must be a positive count"
-            raise SpecError([Diagnostic(file="--calibration", message=message)])
+    parsed = parse_calibration(source)
+    if parsed.random is not None:
         rng = np.random.default_rng(0)
-        n = int(count)
-        step = _progress(n)
-        for _ in range(n):
+        step = _progress(parsed.random)
+        for _ in range(parsed.random):
             step()
-            yield rng.standard_normal((1, *shape)).astype(np.float32)
+            yield rng.standard_normal((1, *shape), dtype=np.float32)
         return
     folder = Path(source)
     if not folder.is_dir():
@@ -268,7 +276,7 @@ def _convert(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
-        source = calibration or "random:100"
+        source = calibration or DEFAULT_SOURCE
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: (
             [x]
@@ -302,16 +310,17 @@ def _onnx_bytes(model: Any, shape: tuple[int | None, ...]) -> bytes:
     return proto.SerializeToString()
 
 
-def _run_onnx(content: bytes, batch: np.ndarray, names: list[str] | None) -> list[np.ndarray]:
+def _run_onnx(
+    content: bytes, batch: np.ndarray, names: list[str] | None, chunk: int
+) -> list[np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     fixed = session.get_inputs()[0].shape[0]
     wanted = names or [session.get_outputs()[0].name]
-    step = fixed if isinstance(fixed, int) and fixed != len(batch) else len(batch)
-    parts = [session.run(wanted, {name: batch[i : i + step]}) for i in range(0, len(batch), step)]
-    return [np.concatenate([part[k] for part in parts]) for k in range(len(wanted))]
+    step = fixed if isinstance(fixed, int) else chunk
+    return _in_chunks(lambda x: session.run(wanted, {name: x}), batch, step)
 
 
 # TensorFlow reports a failed write as an op error; these reasons are the OS's, so they become
@@ -357,16 +366,19 @@ def _write_savedmodel(model: Any, shape: tuple[int | None, ...], directory: Path
 
 
 def _run_savedmodel(
-    directory: Path, batch: np.ndarray, names: list[str] | None
+    directory: Path, batch: np.ndarray, names: list[str] | None, chunk: int
 ) -> list[np.ndarray]:
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(directory))
-    fn = loaded.signatures["serving_default"]
-    out = fn(**{INPUT_NAME: tf.constant(batch)})
-    if names is None:
-        return [next(iter(out.values())).numpy()]
-    return [out[name].numpy() for name in names]
+    fn = tf.saved_model.load(str(directory)).signatures["serving_default"]
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        out = fn(**{INPUT_NAME: tf.constant(x)})
+        if names is None:
+            return [next(iter(out.values())).numpy()]
+        return [out[name].numpy() for name in names]
+
+    return _in_chunks(run, batch, chunk)
 
 
 SUFFIXES: dict[str, tuple[str, ...]] = {"tflite": (".tflite",), "onnx": (".onnx",)}
@@ -384,7 +396,120 @@ def check_artifact_path(
 
 
 def parity_batch(shape: tuple[int, int, int], size: int) -> np.ndarray:
-    return np.random.default_rng(PARITY_SEED).standard_normal((size, *shape)).astype(np.float32)
+    """The fixed random inputs of the parity check, drawn as float32 (no float64 copy)."""
+    rng = np.random.default_rng(PARITY_SEED)
+    return rng.standard_normal((size, *shape), dtype=np.float32)
+
+
+DEFAULT_SIZE = (224, 224)
+
+
+def export_size(
+    requested: tuple[int, int] | None, static: tuple[int, int] | None, *, fixed: bool, source: str
+) -> tuple[tuple[int, int], str]:
+    """The input size to export at, and a note for the summary line.
+
+    A spec builds at any size, so `requested` (--input-size) wins over the spec's own (`static`)
+    and 224x224 is the default of a dynamic spec. A saved model whose input size is `fixed` can
+    only be exported at that size."""
+    if fixed and static is not None:
+        if requested is not None and tuple(requested) != static:
+            raise SpecError(
+                [
+                    Diagnostic(
+                        file="--input-size",
+                        message=f"{requested[0]}x{requested[1]}: the model in {source} takes "
+                        f"{static[0]}x{static[1]} inputs only (its input size is fixed)",
+                        hint="drop --input-size, or export the spec it was built from, which "
+                        "builds at any size",
+                    )
+                ]
+            )
+        return static, ""
+    if requested is not None:
+        return (int(requested[0]), int(requested[1])), ""
+    if static is not None:
+        return static, ""
+    h, w = DEFAULT_SIZE
+    return DEFAULT_SIZE, f" (the model accepts any size; exported at {h}x{w})"
+
+
+def plan_memory(
+    plan: Plan, *, fuse: bool, to: Format, batch: int | None, quantize: Quantize
+) -> ExportMemory:
+    """The parity check's size for exporting `plan` (at a fixed input size), from the plan alone:
+    run before anything is built. Raises SpecError with the estimate if it cannot fit."""
+    reference = plan_footprint(plan)
+    artifact = plan_footprint(fuse_plan(plan, batch_norm=True)) if fuse else reference
+    h, w, _ = plan.input_shape
+    assert h is not None and w is not None
+    return fitting_memory(reference, artifact, (h, w), to=to, batch=batch, quantize=quantize)
+
+
+def model_footprint(model: Any, image: tuple[int, int, int]) -> Footprint:
+    """The footprint of a Keras model at `image` (H, W, C), from the shapes Keras infers
+    symbolically for every layer (nothing is run or allocated). For models without a plan
+    (a .keras file); ghostspec's layer names group a block's tensors, other models' layers are
+    taken a few at a time."""
+    import keras
+
+    layers, outputs = [], []
+    for layer in model.layers:
+        try:
+            outputs.append(layer.output)
+        except (AttributeError, ValueError):  # a layer used twice has no single output
+            continue
+        layers.append(layer)
+    probe = keras.Model(model.inputs, outputs)
+    shapes = probe.compute_output_spec(keras.KerasTensor((1, *image)))
+    sizes = [math.prod(int(d or 1) for d in spec.shape[1:]) for spec in keras.tree.flatten(shapes)]
+    groups: list[int] = []
+    last = None
+    for layer, size in zip(layers, sizes, strict=False):
+        name = re.match(r"blocks\.\d+\.\d+|[^.]+", layer.name)
+        key = name.group(0) if name else layer.name
+        if key == last:
+            groups[-1] += size
+        else:
+            groups.append(size)
+        last = key
+    window = max(sum(sizes[i : i + 4]) for i in range(max(1, len(sizes) - 3)))
+    pairs = max(a + b for a, b in zip([0, *groups], groups, strict=False))
+    return Footprint(math.prod(image), sum(sizes), max(window, pairs), int(model.count_params()))
+
+
+def fitting_memory(
+    reference: Footprint,
+    artifact: Footprint,
+    size: tuple[int, int],
+    *,
+    to: Format,
+    batch: int | None,
+    quantize: Quantize,
+) -> ExportMemory:
+    """export_memory with the refusal, as a SpecError naming the flag to change."""
+    available = available_bytes()
+    budget = None if available is None else int(available * USABLE_FRACTION)
+    memory, fits = export_memory(
+        reference, artifact, batch=batch, to=to, quantize=quantize, available=budget
+    )
+    if fits:
+        return memory
+    assert available is not None
+    flag = "--batch" if (batch or 1) > 1 else "--input-size"
+    batch_text = f" and batch {batch}" if batch else ""
+    raise SpecError(
+        [
+            Diagnostic(
+                file=flag,
+                message=f"exporting at {size[0]}x{size[1]}{batch_text} needs about "
+                f"{format_bytes(memory.bytes)} of memory (a parity check of {memory.samples} "
+                f"sample(s) included), and {format_bytes(available)} is available (an export "
+                f"takes at most {USABLE_FRACTION:.0%} of it)",
+                hint="use a smaller --input-size or --batch: activations grow with H x W x batch",
+            )
+        ]
+    )
 
 
 def export(
@@ -398,10 +523,13 @@ def export(
     calibration: str | None = None,
     preprocessing: Preprocessing | None = None,
     reference_model: Any = None,
+    memory: ExportMemory | None = None,
 ) -> ExportResult:
     """Write one artifact of `model` atomically and check it against `reference_model` (default:
     `model`; the CLI passes the model as built when it exports the deploy form, so the check
-    covers the fusion too). Raises ExportFault."""
+    covers the fusion too). `memory` sizes the parity check (`plan_memory`); without it the
+    models' own shapes do, and an export that cannot fit in the memory available is refused
+    (SpecError) before anything is allocated. Raises ExportFault."""
     pre = preprocessing or Preprocessing()
     channels = int(model.inputs[0].shape[-1])
     image = (input_size[0], input_size[1], channels)
@@ -415,15 +543,24 @@ def export(
                 )
             ]
         )
+    if calibration is not None:
+        parse_calibration(calibration)
     check_artifact_path(to, output)
-    samples = parity_batch(image, max(batch or 1, 8))
     checked = model if reference_model is None else reference_model
-    reference = _arrays(checked(samples, training=False))
+    if memory is None:
+        footprint = model_footprint(checked, image)
+        artifact = footprint if checked is model else model_footprint(model, image)
+        memory = fitting_memory(
+            footprint, artifact, input_size, to=to, batch=batch, quantize=quantize
+        )
+    samples = parity_batch(image, memory.samples)
+    reference = _in_chunks(_inference(checked, memory.graph), samples, memory.chunk)
     names = output_names(model)
     if to == "savedmodel":
         with atomic_directory(output) as directory:
             _savedmodel(model, (batch, *image), directory, output)
-            result, per = _check(reference, _run_savedmodel(directory, samples, names), names)
+            run = _run_savedmodel(directory, samples, names, batch or memory.chunk)
+            result, per = _check(reference, run, names)
             _require(result, quantize, per)
         size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
         return ExportResult(output, to, quantize, size, result, per)
@@ -436,7 +573,7 @@ def export(
         )
     else:
         content = _onnx_bytes(model, (batch, *image))
-        outputs = _run_onnx(content, samples, names)
+        outputs = _run_onnx(content, samples, names, batch or memory.chunk)
     result, per = _check(reference, outputs, names)
     _require(result, quantize, per)
     with atomic_path(output) as temp:
@@ -457,6 +594,23 @@ def _check(
         max(p.max_abs_diff for _, p in per), min(p.cosine for _, p in per), top1_agreement=None
     )
     return worst, per
+
+
+def _inference(model: Any, graph: bool) -> Callable[[np.ndarray], Any]:
+    """`model` in inference mode: eager, or traced once into a graph, which frees every layer's
+    output after its last use instead of holding all of them to the end of the call."""
+    if not graph:
+        return lambda x: model(x, training=False)
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
+def _in_chunks(fn: Callable[[np.ndarray], Any], batch: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """`fn` over `batch` `chunk` samples at a time (memory grows with the chunk, not the batch);
+    one array per output."""
+    parts = [_arrays(fn(batch[i : i + chunk])) for i in range(0, len(batch), chunk)]
+    return [np.concatenate([part[k] for part in parts]) for k in range(len(parts[0]))]
 
 
 def _require(
