@@ -93,6 +93,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="PATH", help="reference state dict to load")
     p.add_argument("--format", choices=["text", "json"], default="text")
     _add_overrides(p)
+
+    p = commands.add_parser(
+        "train", help="train a spec on an image folder with a recipe; writes a run folder"
+    )
+    p.add_argument("spec", nargs="?", metavar="SPEC", help="the spec (not with --resume)")
+    p.add_argument(
+        "--data", metavar="DIR", help="DIR/train/<class>/*, DIR/val/<class>/*; or DIR/<class>/*"
+    )
+    p.add_argument(
+        "--recipe", metavar="FILE|NAME", help="a recipe file, or finetune (default) or imagenet"
+    )
+    p.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe value, e.g. --hp epochs=3 --hp optimizer.lr=0.05 (repeatable)",
+    )
+    p.add_argument("--epochs", type=int, metavar="N", help="the same as --hp epochs=N")
+    p.add_argument(
+        "--batch-size", type=int, metavar="N", help="global batch size (--hp batch_size=N)"
+    )
+    p.add_argument(
+        "--val-split", type=float, metavar="F", help="hold out this fraction of train/ as val"
+    )
+    p.add_argument("--strict-data", action="store_true", help="stop at an unreadable image")
+    p.add_argument("-o", "--output", metavar="RUN_DIR", help="default: runs/<spec name>-<n>")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last epoch")
+    p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
+    _add_overrides(p)
     return parser
 
 
@@ -363,6 +393,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from ghostspec.train import Interrupted, train
+
+    hp = list(args.hp)
+    hp += [] if args.epochs is None else [f"epochs={args.epochs}"]
+    hp += [] if args.batch_size is None else [f"batch_size={args.batch_size}"]
+    try:
+        train(
+            args.spec,
+            args.data,
+            args.recipe,
+            overrides=args.overrides,
+            hp=hp,
+            val_split=args.val_split,
+            strict_data=args.strict_data,
+            output=args.output,
+            resume=args.resume,
+            weights=args.weights,
+        )
+    except Interrupted as stop:
+        print(
+            f"ghostspec: interrupted after {stop.epoch} completed epoch(s); "
+            f"resume with: ghostspec train --resume {stop.run_dir}",
+            file=sys.stderr,
+        )
+        return 130
+    return EXIT_OK
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "inspect": cmd_inspect,
@@ -371,6 +430,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "build": cmd_build,
     "export": cmd_export,
+    "train": cmd_train,
 }
 
 

@@ -11,7 +11,7 @@ function needs them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,10 +149,15 @@ def _plan_layers(plan: Plan) -> Iterator[Layer]:
         yield from node.layers()
 
 
-def check_state_dict(plan: Plan, state: Mapping[str, np.ndarray], file: str) -> list[Diagnostic]:
-    """Every missing, unexpected and mis-shaped tensor of `state` against the plan."""
-    expected = {t.name: t.shape for t in plan.tensors()}
-    given = {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES)}
+def check_state_dict(
+    plan: Plan, state: Mapping[str, np.ndarray], file: str, skip: Collection[str] = ()
+) -> list[Diagnostic]:
+    """Every missing, unexpected and mis-shaped tensor of `state` against the plan, leaving out
+    the tensors named in `skip`."""
+    expected = {t.name: t.shape for t in plan.tensors() if t.name not in skip}
+    given = {
+        k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES) and k not in skip
+    }
     messages: list[str] = []
     for name, shape in expected.items():
         if name not in given:
@@ -177,28 +182,39 @@ def check_state_dict(plan: Plan, state: Mapping[str, np.ndarray], file: str) -> 
 
 
 def load_weights(
-    model: keras.Model, plan: Plan, weights: str | Path | Mapping[str, np.ndarray]
+    model: keras.Model,
+    plan: Plan,
+    weights: str | Path | Mapping[str, np.ndarray],
+    *,
+    skip: Collection[str] = (),
 ) -> None:
     """Assign a reference state dict (a file or a mapping) to a model built from `plan`.
 
     Nothing is assigned unless every tensor fits: otherwise one SpecError lists every missing,
-    unexpected and mis-shaped tensor. `num_batches_tracked` buffers are ignored.
+    unexpected and mis-shaped tensor. `num_batches_tracked` buffers are ignored. Tensors named
+    in `skip` are neither required nor assigned: their variables keep their initial values
+    (fine-tuning re-initialises a classifier whose class count differs).
     """
     if isinstance(weights, Mapping):
         file, state = "<state dict>", unwrap(weights)
     else:
         file, state = str(weights), read_state_dict(weights)
-    problems = check_state_dict(plan, state, file)
+    problems = check_state_dict(plan, state, file, skip)
     if problems:
         raise SpecError(problems)
     assignments = []
+    kept = set()
     for layer in _plan_layers(plan):
         target = model.get_layer(layer.name)
         for tensor in layer.tensors():
             kind = tensor.name.rsplit(".", 1)[1]
+            if tensor.name in skip:
+                attribute, _ = to_keras(layer, kind, np.zeros(tensor.shape))
+                kept.add(id(getattr(target, attribute)))
+                continue
             attribute, value = to_keras(layer, kind, state[tensor.name])
             assignments.append((getattr(target, attribute), value))
-    covered = {id(variable) for variable, _ in assignments}
+    covered = kept | {id(variable) for variable, _ in assignments}
     left = [v.path for v in model.weights if id(v) not in covered]
     if left:
         raise RuntimeError(f"model weights the plan does not describe: {left}")

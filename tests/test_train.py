@@ -1,0 +1,474 @@
+"""ghostspec train: optimizer and schedule semantics, a tiny run that learns, its run folder,
+resume equals uninterrupted, fine-tuning weights, and every bad input.
+
+The data are tests/imagegen.py shapes (32x32, 4 classes). One training run (module fixture)
+serves the accuracy, run-folder and metadata tests; the resume test makes two more short runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ghostspec import cli
+from ghostspec.diagnostics import SpecError
+from imagegen import make_shapes
+
+TINY = """\
+ghostspec: 1
+name: tiny
+input: {shape: [32, 32, 3]}
+stem: {filters: 16, kernel: 3, stride: 2}
+stages:
+  - [[16, 16, 0, 1, 3]]
+  - [[48, 24, 0, 2, 3]]
+  - [[72, 32, 0.25, 2, 3]]
+head: {filters: 64, hidden: 128, dropout: 0.1, classes: 4}
+"""
+
+# Settings that learn the shapes within a few epochs on 2 cores: no random crop (the shapes
+# fill a 32x32 image), a constant-ish rate without warm-up, small batches for more steps.
+FAST = [
+    "batch_size=16",
+    "optimizer.reference_batch=16",
+    "optimizer.lr=0.01",
+    "schedule.warmup_epochs=0",
+    "augment.crop=null",
+    "label_smoothing=0.0",
+]
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("spec") / "tiny.yaml"
+    path.write_text(TINY, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_shapes(tmp_path_factory.mktemp("shapes"), classes=4, per_class=120, size=32)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    spec: Path, shapes: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str, int]:
+    """One CLI run; (run folder, what it printed, exit code)."""
+    out = tmp_path_factory.mktemp("runs") / "run"
+    args = ["train", str(spec), "--data", str(shapes), "-o", str(out), "--epochs", str(EPOCHS)]
+    for hp in FAST:
+        args += ["--hp", hp]
+    lines: list[str] = []
+    import builtins
+
+    original = builtins.print
+
+    def capture(*values: object, **kwargs: object) -> None:
+        if kwargs.get("file") is None:
+            lines.append(" ".join(str(v) for v in values))
+        original(*values, **kwargs)  # type: ignore[arg-type]
+
+    builtins.print = capture
+    try:
+        code = cli.run(args)
+    finally:
+        builtins.print = original
+    return out, "\n".join(lines), code
+
+
+# ------------------------------------------------------------------------ optimizer and schedule
+
+
+def test_schedule_warmup_then_cosine_step_and_constant() -> None:
+    from ghostspec.train.optim import WarmupSchedule
+
+    cos = WarmupSchedule("cosine", 0.1, 100, 10, warmup_steps=10, warmup_lr=0.001, min_lr=0.01)
+    assert cos.value(0) == pytest.approx(0.001)
+    assert cos.value(5) == pytest.approx(0.001 + 0.5 * 0.099)
+    assert cos.value(10) == pytest.approx(0.1)
+    assert cos.value(55) == pytest.approx(0.01 + 0.09 * 0.5)  # half-way through the decay
+    assert cos.value(100) == pytest.approx(0.01)
+    step = WarmupSchedule("step", 0.1, 100, 10, warmup_steps=5, decay_rate=0.5, decay_epochs=2.4)
+    # the decay counts from the end of the warm-up: floor((t - 5) / 24)
+    assert [step.value(t) for t in (5, 28, 29, 53)] == pytest.approx([0.1, 0.1, 0.05, 0.025])
+    const = WarmupSchedule("constant", 0.1, 100, 10)
+    assert const.value(0) == const.value(99) == pytest.approx(0.1)
+
+
+def test_rmsprop_is_tensorflow_style_with_coupled_weight_decay() -> None:
+    import keras
+
+    from ghostspec.train.optim import TFRMSprop
+
+    w = keras.Variable(np.array([1.0, -2.0], "float32"))
+    opt = TFRMSprop(learning_rate=0.1, rho=0.9, momentum=0.9, epsilon=1e-3, weight_decay=0.01)
+    opt.build([w])
+    g = np.array([0.5, 0.25], "float32")
+    ref, v, m = np.array([1.0, -2.0]), np.ones(2), np.zeros(2)  # TF1: the mean square starts at 1
+    for _ in range(3):
+        opt.apply([g], [w])
+        grad = g + 0.01 * ref  # L2 in the gradient
+        v = 0.9 * v + 0.1 * grad**2
+        m = 0.9 * m + 0.1 * grad / np.sqrt(v + 1e-3)  # epsilon inside the square root
+        ref = ref - m
+    np.testing.assert_allclose(w.numpy(), ref, rtol=1e-6)
+
+
+def test_sgd_nesterov_with_coupled_weight_decay_matches_pytorch_rule() -> None:
+    import keras
+
+    from ghostspec.train.optim import L2SGD
+
+    w = keras.Variable(np.array([1.0, -2.0], "float32"))
+    opt = L2SGD(learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    opt.build([w])
+    g = np.array([0.5, 0.25], "float32")
+    ref, buf = np.array([1.0, -2.0]), np.zeros(2)
+    for _ in range(3):
+        opt.apply([g], [w])
+        grad = g + 0.01 * ref
+        buf = 0.9 * buf + grad  # torch.optim.SGD(nesterov=True, weight_decay=0.01)
+        ref = ref - 0.1 * (grad + 0.9 * buf)
+    np.testing.assert_allclose(w.numpy(), ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "rmsprop", "adamw"])
+def test_weight_decay_leaves_out_batchnorm_and_biases(spec: Path, kind: str) -> None:
+    import ghostspec
+    from ghostspec.recipe import load_recipe
+    from ghostspec.train.optim import decay_exclusions, make_optimizer, make_schedule
+
+    model = ghostspec.build(spec)
+    recipe = load_recipe("finetune", [f"optimizer.kind={kind}", "optimizer.weight_decay=0.1"])
+    opt = make_optimizer(recipe, model, make_schedule(recipe, 10))
+    excluded = {id(v) for v in decay_exclusions(model)}
+    names = {v.path for v in model.trainable_variables if id(v) in excluded}
+    assert any(n.endswith("/gamma") for n in names) and any(n.endswith("/bias") for n in names)
+    assert not any(n.endswith("kernel") for n in names)
+    before = [np.array(v.numpy()) for v in model.trainable_variables]
+    opt.apply([np.zeros(v.shape, "float32") for v in model.trainable_variables])
+    for v, old in zip(model.trainable_variables, before, strict=True):
+        moved = not np.array_equal(v.numpy(), old)
+        # with zero gradients only the decay moves a weight: kernels shrink, the rest stay
+        assert moved == (id(v) not in excluded and bool(np.any(old))), v.path
+
+
+def test_label_smoothing_loss_is_exact() -> None:
+    import keras
+
+    logits = np.array([[2.0, -1.0, 0.5, 0.0], [0.1, 0.2, 3.0, -2.0]], "float32")
+    labels = np.array([0, 2])
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+    got = float(loss(np.eye(4)[labels], logits))
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    target = np.eye(4)[labels] * 0.9 + 0.1 / 4  # (1 - s) * one_hot + s / K
+    assert got == pytest.approx(float(-(target * logp).sum(1).mean()), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ a training run
+
+
+def test_training_reaches_well_above_chance(trained: tuple[Path, str, int]) -> None:
+    out, printed, code = trained
+    assert code == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open(encoding="utf-8")))
+    best = max(float(r["val_top1"]) for r in rows)
+    assert best >= 0.6, rows  # chance is 0.25
+    assert f"best val_top1 {best:.4f}" in printed
+    assert str(out) in printed
+
+
+def test_metrics_csv_has_one_row_per_epoch(trained: tuple[Path, str, int]) -> None:
+    from ghostspec.train.metrics import COLUMNS
+
+    out, printed, _ = trained
+    with (out / "metrics.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+        assert tuple(rows[0].keys()) == COLUMNS
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+    for r in rows:
+        assert all(math.isfinite(float(r[c])) for c in COLUMNS), r
+        assert 0.0 <= float(r["val_top1"]) <= float(r["val_top5"]) <= 1.0
+    assert float(rows[0]["lr"]) > float(rows[-1]["lr"])  # cosine decay
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert sum(line.startswith("epoch ") for line in printed.splitlines()) == EPOCHS
+
+
+def test_run_folder_files(trained: tuple[Path, str, int], spec: Path) -> None:
+    import ghostspec
+    from ghostspec.recipe import load_recipe
+
+    out, _, _ = trained
+    for name in ("spec.yaml", "recipe.yaml", "classes.txt", "metrics.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    assert (out / "classes.txt").read_text().splitlines() == [
+        "circle",
+        "square",
+        "stripes",
+        "triangle",
+    ]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((out / "logs" / "train").glob("events.out.tfevents.*"))
+    assert list((out / "logs" / "validation").glob("events.out.tfevents.*"))
+    # the resolved documents reproduce the run on their own
+    assert ghostspec.plan(out / "spec.yaml") == ghostspec.plan(spec)
+    recipe = load_recipe(out / "recipe.yaml")
+    assert recipe.epochs == EPOCHS and recipe.batch_size == 16 and recipe.augment.crop is None
+    assert not list(out.rglob(".*.tmp*"))  # no temporary files left behind
+    assert [p.name for p in (out / "state").iterdir()] != []
+
+
+def test_best_keras_carries_metadata_and_its_accuracy(
+    trained: tuple[Path, str, int], shapes: Path
+) -> None:
+    from ghostspec.data import discover, eval_dataset
+    from ghostspec.modelfile import load_model_file
+
+    out, _, _ = trained
+    loaded = load_model_file(out / "best.keras")
+    meta = loaded.metadata
+    assert meta is not None
+    assert meta.classes == ("circle", "square", "stripes", "triangle")
+    assert meta.input_size == (32, 32) and meta.crop_pct == pytest.approx(0.875)
+    assert meta.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert meta.spec is not None and "name: tiny" in meta.spec
+    # best.keras is the epoch with the best val_top1: evaluating it gives that figure
+    rows = list(csv.DictReader((out / "metrics.csv").open(encoding="utf-8")))
+    best = max(float(r["val_top1"]) for r in rows)
+    folder = discover(shapes)
+    ds = eval_dataset(
+        folder.splits["val"],
+        size=(32, 32),
+        channels=3,
+        mean=meta.mean,
+        std=meta.std,
+        crop_pct=0.875,
+        batch=64,
+    )
+    hits = total = 0
+    for x, y in ds:
+        pred = np.argmax(np.asarray(loaded.model(x, training=False)), axis=1)
+        hits += int((pred == y.numpy()).sum())
+        total += len(pred)
+    assert hits / total == pytest.approx(best, abs=1e-6)
+
+
+def test_last_keras_holds_the_optimizer_state(trained: tuple[Path, str, int]) -> None:
+    from ghostspec.modelfile import load_model_file
+
+    out, _, _ = trained
+    model = load_model_file(out / "last.keras").model
+    steps = (4 * 90) // 16  # 90 training images per class
+    assert int(model.optimizer.iterations.numpy()) == EPOCHS * steps
+    assert len(model.optimizer.variables) > len(model.trainable_variables)
+
+
+# ------------------------------------------------------------------------------------- resume
+
+
+def _resume_recipe(tmp: Path) -> Path:
+    path = tmp / "resume.recipe.yaml"
+    path.write_text(
+        "ghostspec-recipe: 1\n"
+        "epochs: 3\n"
+        "batch_size: 16\n"
+        "optimizer: {kind: rmsprop, lr: 0.01, reference_batch: 16, nesterov: false}\n"
+        "schedule: {kind: step, decay_rate: 0.5, decay_epochs: 1, warmup_epochs: 0.5}\n"
+        "augment: {crop: {scale: [0.5, 1.0]}, flip: true, randaugment: {layers: 1},"
+        " erasing: 0.25}\n"
+        "ema: {decay: 0.9}\n"
+        "deterministic: true\n"
+        "seed: 3\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _checkpoint_arrays(run: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    (checkpoint,) = (run / "state").glob("epoch-*.weights.h5")
+    arrays: dict[str, np.ndarray] = {}
+    with h5py.File(checkpoint, "r") as f:
+        f.visititems(
+            lambda name, item: arrays.__setitem__(name, np.array(item))
+            if isinstance(item, h5py.Dataset)
+            else None
+        )
+    return arrays
+
+
+def test_resume_equals_uninterrupted(
+    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from ghostspec.train import callbacks
+
+    data = make_shapes(tmp_path / "data", classes=4, per_class=24, size=32, seed=1)
+    recipe = _resume_recipe(tmp_path)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    base = ["train", str(spec), "--data", str(data), "--recipe", str(recipe)]
+    assert cli.run([*base, "-o", str(whole)]) == 0
+
+    # Ctrl-C in the middle of the second epoch
+    original = callbacks.EpochClock.on_train_batch_end
+    seen = {"steps": 0}
+
+    def interrupt(self: object, batch: int, logs: object = None) -> None:
+        original(self, batch, logs)  # type: ignore[arg-type]
+        seen["steps"] += 1
+        if seen["steps"] == 5 + 2:  # 5 steps per epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.EpochClock, "on_train_batch_end", interrupt)
+    capsys.readouterr()
+    assert cli.run([*base, "-o", str(parts)]) == 130
+    err = capsys.readouterr().err
+    assert f"resume with: ghostspec train --resume {parts}" in err
+    assert len(list(csv.reader((parts / "metrics.csv").open()))) == 1 + 1  # header + epoch 1
+    monkeypatch.setattr(callbacks.EpochClock, "on_train_batch_end", original)
+    assert cli.run(["train", "--resume", str(parts)]) == 0
+
+    a, b = _checkpoint_arrays(whole), _checkpoint_arrays(parts)
+    assert a.keys() == b.keys() and len(a) > 100  # weights, BN statistics, slots, EMA, step
+    worst = max(float(np.max(np.abs(a[k] - b[k]))) if a[k].size else 0.0 for k in a)
+    assert worst <= 1e-6, worst
+    rows_a = list(csv.DictReader((whole / "metrics.csv").open()))
+    rows_b = list(csv.DictReader((parts / "metrics.csv").open()))
+    assert len(rows_a) == len(rows_b) == 3
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        for key in ("lr", "loss", "top1", "val_loss", "val_top1"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), abs=1e-5), key
+
+
+def test_resume_refuses_a_finished_run_and_changed_settings(
+    trained: tuple[Path, str, int], capsys: pytest.CaptureFixture
+) -> None:
+    out, _, _ = trained
+    capsys.readouterr()
+    assert cli.run(["train", "--resume", str(out)]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert cli.run(["train", "--resume", str(out), "--epochs", "9"]) == 2
+    assert "cannot change them" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- weights
+
+
+def test_weights_with_another_class_count_reinitialise_the_classifier(
+    spec: Path, shapes: Path, tmp_path: Path
+) -> None:
+    import ghostspec
+    from ghostspec.train import prepare
+    from ghostspec.weights import load_weights
+
+    ten = ghostspec.build(spec, ["head.classes=10"])
+    state = ghostspec.export_state_dict(ten)
+    path = tmp_path / "ten.npz"
+    np.savez(path, **state)
+    setup = prepare(spec, shapes, weights=path, output=tmp_path / "run")
+    assert setup.skip == ("classifier.weight", "classifier.bias")
+    assert "re-initialised" in setup.notes[0] and "classifier.weight" in setup.notes[0]
+    assert "10 classes" in setup.notes[0] and "4 here" in setup.notes[0]
+    model = ghostspec.build(spec)
+    head = np.array(model.get_layer("classifier").kernel.numpy())
+    load_weights(model, setup.plan, state, skip=setup.skip)
+    np.testing.assert_array_equal(
+        model.get_layer("conv_stem").kernel.numpy(), ten.get_layer("conv_stem").kernel.numpy()
+    )
+    np.testing.assert_array_equal(model.get_layer("classifier").kernel.numpy(), head)
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+
+def _bad(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    capsys.readouterr()
+    assert cli.run(args) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.err
+
+
+def test_bad_data_folders(spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    train = ["train", str(spec), "-o", str(out), "--data"]
+    assert "does not exist" in _bad([*train, str(tmp_path / "nowhere")], capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no class folders" in _bad([*train, str(empty)], capsys)
+    one = make_shapes(tmp_path / "one", classes=2, per_class=8, layout="flat")
+    for child in list((one / "square").iterdir()):
+        child.unlink()
+    (one / "square").rmdir()
+    assert "only one class" in _bad([*train, str(one)], capsys)
+    differ = make_shapes(tmp_path / "differ", classes=3, per_class=8)
+    (differ / "val" / "triangle").rename(differ / "val" / "hexagon")
+    assert "differ from train/" in _bad([*train, str(differ)], capsys)
+    assert not out.exists()
+
+
+def test_class_count_mismatch_names_the_fix(
+    spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = make_shapes(tmp_path / "three", classes=3, per_class=8)
+    out = tmp_path / "run"
+    err = _bad(["train", str(spec), "--data", str(data), "-o", str(out)], capsys)
+    assert "head.classes is 4" in err and "3 classes" in err
+    assert "--set head.classes=3" in err
+    assert f"{spec}:10:" in err  # located on head.classes in the spec file
+    assert not out.exists()
+
+
+def test_unwritable_run_folder(
+    spec: Path, shapes: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    err = _bad(
+        ["train", str(spec), "--data", str(shapes), "-o", str(blocker / "run")], capsys
+    )
+    assert "is a file, not a folder" in err
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "something").write_text("x")
+    err = _bad(["train", str(spec), "--data", str(shapes), "-o", str(taken)], capsys)
+    assert "already exists and is not empty" in err
+    assert [p.name for p in taken.iterdir()] == ["something"]
+
+
+def test_resume_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert "no such run folder" in _bad(["train", "--resume", str(tmp_path / "x")], capsys)
+    (tmp_path / "spec.yaml").write_text("ghostspec: 1\n")
+    err = _bad(["train", "--resume", str(tmp_path)], capsys)
+    assert "not a run folder" in err and "state/state.json" in err
+
+
+def test_recipe_that_does_not_validate(
+    spec: Path, shapes: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    args = ["train", str(spec), "--data", str(shapes), "-o", str(out)]
+    err = _bad([*args, "--hp", "optimizer.kind=adam"], capsys)
+    assert "optimizer.kind" in err and "--hp optimizer.kind=adam" in err
+    recipe = tmp_path / "bad.recipe.yaml"
+    recipe.write_text("ghostspec-recipe: 1\nepochs: 0\n")
+    err = _bad([*args, "--recipe", str(recipe)], capsys)
+    assert f"{recipe}:2:" in err and "epochs" in err
+    assert "is not supported" in _bad([*args, "--hp", "precision=mixed_bfloat16"], capsys)
+    assert not out.exists()
+
+
+def test_missing_spec_or_data(capsys: pytest.CaptureFixture, shapes: Path, spec: Path) -> None:
+    assert "name the spec" in _bad(["train", "--data", str(shapes)], capsys)
+    assert "--data DIR" in _bad(["train", str(spec)], capsys)
+    with pytest.raises(SpecError):
+        from ghostspec.train import prepare
+
+        prepare(spec, shapes, hp=["batch_size=0"])
