@@ -72,9 +72,13 @@ def probe_bytes(data: bytes, path: str | Path) -> ImageInfo:
         with Image.open(io.BytesIO(data)) as image:
             fmt, (width, height), mode = image.format, image.size, image.mode
     except UnidentifiedImageError:
-        raise image_error(path, "is not an image ghostspec can read (JPEG, PNG, BMP or GIF)")
+        raise image_error(
+            path, "is not an image ghostspec can read (JPEG, PNG, BMP or GIF)"
+        ) from None
     except Exception as err:  # Pillow raises many types for a damaged header
-        raise image_error(path, f"has a damaged image header ({type(err).__name__}: {err})")
+        raise image_error(
+            path, f"has a damaged image header ({type(err).__name__}: {err})"
+        ) from None
     if fmt not in FORMATS:
         raise image_error(path, f"is a {fmt} image; ghostspec reads JPEG, PNG, BMP and GIF")
     if width < 1 or height < 1:
