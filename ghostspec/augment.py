@@ -113,11 +113,12 @@ def _blend(degenerate: Image, image: Image, factor: tf.Tensor) -> Image:
 
 
 def _luma(image: Image) -> Image:
-    """PIL's convert("L"), rounded, kept as [H, W, 1]."""
+    """PIL's convert("L") (fixed-point ITU-R 601-2), kept as [H, W, 1]."""
     if image.shape[-1] < 3:
         return image[..., :1]
-    weights = tf.constant([[0.299], [0.587], [0.114]])
-    return tf.round(image[..., :3] @ weights)
+    from ghostspec.images import luma
+
+    return tf.cast(luma(tf.cast(image, tf.uint8)), tf.float32)
 
 
 def auto_contrast(image: Image) -> Image:

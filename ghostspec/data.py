@@ -323,6 +323,7 @@ def train_dataset(
     seed: int,
     strict: bool = False,
     cache: bool | None = None,
+    start_epoch: int = 0,
 ) -> tf.data.Dataset:
     """Batches of (float32 [B, H, W, C] normalised, int32 [B]) for training.
 
@@ -330,7 +331,8 @@ def train_dataset(
     per-image stateless randomness (so the parallel map is deterministic too), the last
     incomplete batch dropped. Decoded images are cached in memory when they fit (`cache=None`
     decides from the images' header sizes). `samples` may be the result of `check_samples`
-    (checked once, up front, by the caller); otherwise they are checked here.
+    (checked once, up front, by the caller); otherwise they are checked here. `start_epoch`
+    makes the first pass over the dataset epoch `start_epoch`'s order and augmentation (resume).
     """
     import tensorflow as tf
 
@@ -364,6 +366,11 @@ def train_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
         ).ignore_errors()
     seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+    for _ in range(start_epoch):
+        # each new iterator draws the next epoch's shuffle and augmentation seeds; making and
+        # dropping one (nothing is read) moves both to the epoch a resumed run continues with
+        iter(ds)
+        iter(seeds)
     ds = tf.data.Dataset.zip(ds, seeds)
     fill = tuple(min(255.0, round(255.0 * m)) for m in mean)
 
