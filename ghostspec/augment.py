@@ -113,11 +113,12 @@ def _blend(degenerate: Image, image: Image, factor: tf.Tensor) -> Image:
 
 
 def _luma(image: Image) -> Image:
-    """PIL's convert("L"), rounded, kept as [H, W, 1]."""
+    """PIL's convert("L") (fixed-point ITU-R 601-2), kept as [H, W, 1]."""
     if image.shape[-1] < 3:
         return image[..., :1]
-    weights = tf.constant([[0.299], [0.587], [0.114]])
-    return tf.round(image[..., :3] @ weights)
+    from ghostspec.images import luma
+
+    return tf.cast(luma(tf.cast(image, tf.uint8)), tf.float32)
 
 
 def auto_contrast(image: Image) -> Image:
@@ -188,38 +189,32 @@ def sharpness(image: Image, factor: tf.Tensor) -> Image:
     return _blend(tf.where(interior, smooth, image), image, factor)
 
 
-def affine(image: Image, matrix: Sequence[tf.Tensor], fill: Sequence[float]) -> Image:
+def affine(image: Image, matrix: Sequence[tf.Tensor | float], fill: Sequence[float]) -> Image:
     """PIL's Image.transform(AFFINE, (a, b, c, d, e, f)) with bilinear sampling: each output
-    pixel centre (x + .5, y + .5) samples the input at (a x + b y + c, d x + e y + f); outside
-    the image gets the fill colour."""
-    a, b, c, d, e, f = matrix
+    pixel centre (x + .5, y + .5) samples the input at (a x + b y + c, d x + e y + f); a sample
+    outside the input gets the fill colour, one inside reads clamped neighbours (as PIL does)."""
+    a, b, c, d, e, f = (tf.cast(v, tf.float32) for v in matrix)
     # PIL works in continuous coordinates (pixel centres at +0.5), TF in pixel indices
-    transform = tf.stack(
-        [
-            a,
-            b,
-            c + 0.5 * a + 0.5 * b - 0.5,
-            d,
-            e,
-            f + 0.5 * d + 0.5 * e - 0.5,
-            0.0,
-            0.0,
-        ]
-    )
-    transform = tf.cast(transform, tf.float32)[None]
-    with_mask = tf.concat([image, tf.ones_like(image[..., :1])], -1)[None]
+    c = c + 0.5 * a + 0.5 * b - 0.5
+    f = f + 0.5 * d + 0.5 * e - 0.5
+    transform = tf.stack([a, b, c, d, e, f, 0.0, 0.0])[None]
+    shape = tf.shape(image)
     out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=with_mask,
+        images=image[None],
         transforms=transform,
-        output_shape=tf.shape(image)[:2],
+        output_shape=shape[:2],
         fill_value=0.0,
         interpolation="BILINEAR",
-        fill_mode="CONSTANT",
+        fill_mode="NEAREST",
     )[0]
-    channels = image.shape[-1]
-    colour = tf.constant(list(fill)[:channels], tf.float32)
-    inside = out[..., -1:]
-    return tf.clip_by_value(tf.round(out[..., :-1] + (1.0 - inside) * colour), 0.0, 255.0)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    y = tf.range(h)[:, None]
+    x = tf.range(w)[None, :]
+    xin, yin = a * x + b * y + c, d * x + e * y + f
+    inside = (xin >= -0.5) & (xin < w - 0.5) & (yin >= -0.5) & (yin < h - 0.5)
+    colour = tf.constant(list(fill)[: image.shape[-1]], tf.float32)
+    out = tf.where(inside[..., None], out, colour)
+    return tf.clip_by_value(tf.round(out), 0.0, 255.0)
 
 
 def rotate(image: Image, degrees: tf.Tensor, fill: Sequence[float]) -> Image:

@@ -87,6 +87,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_overrides(p)
 
+    p = commands.add_parser(
+        "evaluate", help="top-1, top-5, loss and per-class accuracy on an image folder"
+    )
+    p.add_argument("source", metavar="SPEC|MODEL.keras|RUN_DIR")
+    p.add_argument("--data", required=True, metavar="DIR", help="image folder (see README)")
+    p.add_argument("--weights", metavar="PATH", help="reference state dict to load (specs only)")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--confusion", metavar="confusion.png", help="also draw the confusion matrix")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N")
+    p.add_argument(
+        "--val-split", type=float, metavar="F", help="for DIR/<class>/*: the held-out fraction"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --val-split split")
+    p.add_argument(
+        "--strict-data", action="store_true", help="stop at an unreadable image (default: skip)"
+    )
+    _add_overrides(p)
+
     p = commands.add_parser("build", help="compile a spec into a Keras model file (.keras)")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("-o", "--output", metavar="OUT.keras", help="default: <spec name>.keras")
@@ -422,6 +441,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ghostspec import evaluate
+
+    confusion = evaluate.check_png_target(args.confusion) if args.confusion else None
+    result = evaluate.evaluate(
+        args.source,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        weights=args.weights,
+        overrides=args.overrides,
+        val_split=args.val_split,
+        seed=args.seed,
+        strict=args.strict_data,
+    )
+    if confusion is not None:
+        evaluate.write_confusion(result, confusion)
+    if args.format == "json":
+        print(evaluate.render_json(result))
+    else:
+        print(evaluate.render_table(result, f"{args.source} on {args.data} ({args.split})"))
+        if confusion is not None:
+            print(f"wrote {confusion}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "inspect": cmd_inspect,
@@ -430,6 +475,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "build": cmd_build,
     "export": cmd_export,
+    "evaluate": cmd_evaluate,
     "train": cmd_train,
 }
 

@@ -153,10 +153,7 @@ def _stratified(
         # one generator per class, so one class's files do not move another's split
         order = np.random.default_rng([seed, label]).permutation(len(files))
         n_val = round(len(files) * fraction)
-        if len(files) >= 2:
-            n_val = min(max(n_val, 1), len(files) - 1)
-        else:
-            n_val = 0
+        n_val = min(max(n_val, 1), len(files) - 1) if len(files) >= 2 else 0
         chosen = {int(i) for i in order[:n_val]}
         for i, path in enumerate(files):
             (val if i in chosen else train).append(Sample(path, label))
@@ -315,7 +312,7 @@ def _decoded(checked: Checked, channels: int) -> tf.data.Dataset:
 
 
 def train_dataset(
-    samples: Sequence[Sample],
+    samples: Sequence[Sample] | Checked,
     *,
     size: int | Sequence[int],
     channels: int,
@@ -326,13 +323,16 @@ def train_dataset(
     seed: int,
     strict: bool = False,
     cache: bool | None = None,
+    start_epoch: int = 0,
 ) -> tf.data.Dataset:
     """Batches of (float32 [B, H, W, C] normalised, int32 [B]) for training.
 
     Shuffled every epoch (the order of epoch k depends only on `seed` and k), augmented with
     per-image stateless randomness (so the parallel map is deterministic too), the last
     incomplete batch dropped. Decoded images are cached in memory when they fit (`cache=None`
-    decides from the images' header sizes).
+    decides from the images' header sizes). `samples` may be the result of `check_samples`
+    (checked once, up front, by the caller); otherwise they are checked here. `start_epoch`
+    makes the first pass over the dataset epoch `start_epoch`'s order and augmentation (resume).
     """
     import tensorflow as tf
 
@@ -342,7 +342,7 @@ def train_dataset(
     height, width = _size(size)
     if batch < 1:
         raise _problem("--batch-size", f"{batch} is not a positive batch size")
-    checked = check_samples(samples, strict=strict)
+    checked = samples if isinstance(samples, Checked) else check_samples(samples, strict=strict)
     n = len(checked.samples)
     if n < batch:
         raise _problem(
@@ -366,6 +366,11 @@ def train_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
         ).ignore_errors()
     seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+    for _ in range(start_epoch):
+        # each new iterator draws the next epoch's shuffle and augmentation seeds; making and
+        # dropping one (nothing is read) moves both to the epoch a resumed run continues with
+        iter(ds)
+        iter(seeds)
     ds = tf.data.Dataset.zip(ds, seeds)
     fill = tuple(min(255.0, round(255.0 * m)) for m in mean)
 
@@ -414,7 +419,7 @@ def aug_decode(path: tf.Tensor, channels: int) -> tf.Tensor:
 
 
 def eval_dataset(
-    samples: Sequence[Sample],
+    samples: Sequence[Sample] | Checked,
     *,
     size: int | Sequence[int],
     channels: int,
@@ -436,7 +441,7 @@ def eval_dataset(
         raise _problem("--batch-size", f"{batch} is not a positive batch size")
     if not 0.0 < crop_pct <= 1.0:
         raise _problem("crop_pct", f"{crop_pct} is not in (0, 1]", "0.875 is the usual value")
-    checked = check_samples(samples, strict=strict)
+    checked = samples if isinstance(samples, Checked) else check_samples(samples, strict=strict)
     ds = _decoded(checked, channels)
     ds = ds.map(
         lambda x, y: (eval_preprocess(x, (height, width), crop_pct, mean, std), y),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,12 +70,26 @@ def probe_bytes(data: bytes, path: str | Path) -> ImageInfo:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            fmt, (width, height), mode = image.format, image.size, image.mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours is stricter
+            with Image.open(io.BytesIO(data)) as image:
+                fmt, (width, height), mode = image.format, image.size, image.mode
+    except Image.DecompressionBombError as err:
+        raise image_error(
+            path,
+            f"declares far more than the limit of {MAX_PIXELS:,} pixels ({err})",
+            "downscale it first",
+        ) from None
     except UnidentifiedImageError:
-        raise image_error(path, "is not an image ghostspec can read (JPEG, PNG, BMP or GIF)")
+        raise image_error(
+            path, "is not an image ghostspec can read (JPEG, PNG, BMP or GIF)"
+        ) from None
     except Exception as err:  # Pillow raises many types for a damaged header
-        raise image_error(path, f"has a damaged image header ({type(err).__name__}: {err})")
+        if "runcated" in str(err):
+            raise image_error(path, "is truncated: the file ends inside its header") from None
+        raise image_error(
+            path, f"has a damaged image header ({type(err).__name__}: {err})"
+        ) from None
     if fmt not in FORMATS:
         raise image_error(path, f"is a {fmt} image; ghostspec reads JPEG, PNG, BMP and GIF")
     if width < 1 or height < 1:
@@ -145,17 +160,21 @@ def _truncated(fmt: str, data: bytes) -> bool:
 def decode(contents: tf.Tensor, channels: int) -> tf.Tensor:
     """TF ops: encoded bytes -> uint8 [H, W, channels] (first frame of a GIF).
 
-    Gray, gray + alpha, RGB and RGBA convert as PIL's `convert` does: gray is repeated, alpha
+    Pixels equal Pillow's (JPEG with the accurate IDCT). Gray, gray + alpha, RGB and RGBA
+    convert as PIL's `convert` does: gray is repeated, alpha
     dropped (or added as opaque), and RGB becomes gray by ITU-R 601-2 luma.
     """
     import tensorflow as tf
 
-    image = tf.io.decode_image(contents, channels=0, expand_animations=False, dtype=tf.uint8)
+    image = tf.cond(
+        tf.io.is_jpeg(contents),
+        # the accurate IDCT gives exactly Pillow's pixels (the reference reads images with PIL)
+        lambda: tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(contents, channels=0, expand_animations=False),
+    )
     have = tf.shape(image)[-1]
     if channels == 1:
-        luma = tf.cast(image[..., :3], tf.float32) @ tf.constant([[0.299], [0.587], [0.114]])
-        gray = tf.cast(tf.round(luma), tf.uint8)
-        return tf.cond(have >= 3, lambda: gray, lambda: image[..., :1])
+        return tf.cond(have >= 3, lambda: luma(image), lambda: image[..., :1])
     if channels not in (3, 4):
         raise ValueError(f"images have 1, 3 or 4 channels, not {channels}")
     index = tf.where(have >= 3, tf.range(3), tf.zeros(3, tf.int32))
@@ -168,6 +187,15 @@ def decode(contents: tf.Tensor, channels: int) -> tf.Tensor:
         lambda: tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), tf.constant(255, tf.uint8)),
     )
     return tf.concat([rgb, alpha], -1)
+
+
+def luma(image: tf.Tensor) -> tf.Tensor:
+    """TF ops: uint8 RGB(A) -> uint8 gray [H, W, 1], PIL's fixed-point ITU-R 601-2 formula."""
+    import tensorflow as tf
+
+    rgb = tf.cast(image[..., :3], tf.int32)
+    weighted = rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000
+    return tf.cast(tf.bitwise.right_shift(weighted, 16), tf.uint8)[..., None]
 
 
 def resize_size(height: int, width: int, size: Sequence[int], crop_pct: float) -> tuple[int, int]:
