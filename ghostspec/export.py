@@ -14,8 +14,6 @@ standard-normal batches instead (a smoke run: it exercises the pipeline, not the
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,7 +25,7 @@ import numpy as np
 
 from ghostspec import images
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.files import atomic_path
+from ghostspec.files import atomic_directory, atomic_path, check_output, check_output_folder
 from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD
 
 Format = Literal["savedmodel", "tflite", "onnx"]
@@ -291,27 +289,18 @@ def _run_savedmodel(directory: Path, batch: np.ndarray) -> np.ndarray:
     return next(iter(out.values())).numpy()
 
 
-@contextlib.contextmanager
-def _atomic_directory(target: Path) -> Iterator[Path]:
-    """A temporary directory beside the target that replaces it only on success."""
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise SpecError(
-            [Diagnostic(file=str(target), message=f"cannot write: {parent} does not exist")]
-        )
-    try:
-        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
-    except OSError as err:
-        message = f"cannot write: {err.strerror}"
-        raise SpecError([Diagnostic(file=str(target), message=message)]) from None
-    try:
-        yield temp / "artifact"
-        if target.exists() or target.is_symlink():
-            old = temp / "previous"
-            os.replace(target, old)
-        os.replace(temp / "artifact", target)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+SUFFIXES: dict[str, tuple[str, ...]] = {"tflite": (".tflite",), "onnx": (".onnx",)}
+
+
+def check_artifact_path(
+    to: Format, output: Path, inputs: tuple[Path | str | None, ...] = ()
+) -> Path:
+    """Check where an artifact will go before any work (see `ghostspec.files`): a SavedModel
+    folder may replace only a previous SavedModel or an empty folder; a file must have its
+    format's suffix. Neither may be one of `inputs`. Raises SpecError."""
+    if to == "savedmodel":
+        return check_output_folder(output, inputs=inputs)
+    return check_output(output, inputs=inputs, suffixes=SUFFIXES[to], what=f"{to} file")
 
 
 def parity_batch(shape: tuple[int, int, int], size: int) -> np.ndarray:
@@ -346,11 +335,12 @@ def export(
                 )
             ]
         )
+    check_artifact_path(to, output)
     samples = parity_batch(image, max(batch or 1, 8))
     checked = model if reference_model is None else reference_model
     reference = np.asarray(checked(samples, training=False))
     if to == "savedmodel":
-        with _atomic_directory(output) as directory:
+        with atomic_directory(output) as directory:
             _savedmodel(model, (batch, *image), directory)
             result = compare(reference, _run_savedmodel(directory, samples))
             _require(result, quantize)

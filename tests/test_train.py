@@ -297,9 +297,9 @@ def _checkpoint_arrays(run: Path) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     with h5py.File(checkpoint, "r") as f:
         f.visititems(
-            lambda name, item: arrays.__setitem__(name, np.array(item))
-            if isinstance(item, h5py.Dataset)
-            else None
+            lambda name, item: (
+                arrays.__setitem__(name, np.array(item)) if isinstance(item, h5py.Dataset) else None
+            )
         )
     return arrays
 
@@ -431,9 +431,7 @@ def test_unwritable_run_folder(
 ) -> None:
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
-    err = _bad(
-        ["train", str(spec), "--data", str(shapes), "-o", str(blocker / "run")], capsys
-    )
+    err = _bad(["train", str(spec), "--data", str(shapes), "-o", str(blocker / "run")], capsys)
     assert "is a file, not a folder" in err
     taken = tmp_path / "taken"
     taken.mkdir()

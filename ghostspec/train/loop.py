@@ -409,10 +409,8 @@ class _Session:
         self.stream = stream
 
     def run(self) -> RunResult:
-        from ghostspec.train.quiet import import_tensorflow
-
-        tf = import_tensorflow()
         import keras
+        import tensorflow as tf
 
         from ghostspec.train.strategy import check_batch, make_strategy
 
