@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from imagegen import make_shapes
 
 from ghostspec import cli
 from ghostspec.diagnostics import SpecError
-from imagegen import make_shapes
 
 TINY = """\
 ghostspec: 1
@@ -35,12 +35,12 @@ head: {filters: 64, hidden: 128, dropout: 0.1, classes: 4}
 FAST = [
     "batch_size=16",
     "optimizer.reference_batch=16",
-    "optimizer.lr=0.01",
+    "optimizer.lr=0.005",
     "schedule.warmup_epochs=0",
     "augment.crop=null",
     "label_smoothing=0.0",
 ]
-EPOCHS = 4
+EPOCHS = 6
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +322,7 @@ def test_resume_equals_uninterrupted(
     def interrupt(self: object, batch: int, logs: object = None) -> None:
         original(self, batch, logs)  # type: ignore[arg-type]
         seen["steps"] += 1
-        if seen["steps"] == 5 + 2:  # 5 steps per epoch
+        if seen["steps"] == 4 + 2:  # 4 steps per epoch: 72 training images, batches of 16
             raise KeyboardInterrupt
 
     monkeypatch.setattr(callbacks.EpochClock, "on_train_batch_end", interrupt)
@@ -420,9 +420,9 @@ def test_class_count_mismatch_names_the_fix(
     data = make_shapes(tmp_path / "three", classes=3, per_class=8)
     out = tmp_path / "run"
     err = _bad(["train", str(spec), "--data", str(data), "-o", str(out)], capsys)
-    assert "head.classes is 4" in err and "3 classes" in err
+    assert "head.classes: the classifier has 4 outputs" in err and "3 classes" in err
     assert "--set head.classes=3" in err
-    assert f"{spec}:10:" in err  # located on head.classes in the spec file
+    assert f"{spec}:9:57:" in err  # located on head.classes in the spec file
     assert not out.exists()
 
 

@@ -178,7 +178,8 @@ def _check_classifier(plan: Plan, doc: Document, classes: Sequence[str], data: s
             [
                 doc.diagnostic(
                     ("head", "classes"),
-                    f"head.classes is {head.linear.cout}, but {data} has {k} classes ({shown})",
+                    f"the classifier has {head.linear.cout} outputs, but {data} has {k} classes "
+                    f"({shown})",
                     f"--set head.classes={k}",
                 )
             ]
@@ -464,7 +465,7 @@ class _Session:
             generators = seed_generators(model)
             for generator, values in zip(generators, state.seed_states, strict=True):
                 generator.state.assign(np.asarray(values, generator.state.dtype))
-            for _ in range(state.epoch):  # the data order of epoch k depends on k: skip ahead
+            for _ in range(state.epoch):  # every new iterator starts the next epoch's order
                 iter(train_ds)
             self.echo(f"resuming {folder.path} after epoch {state.epoch} of {recipe.epochs}")
         return self._fit(
@@ -503,7 +504,10 @@ class _Session:
         def one_hot(x: Any, y: Any) -> tuple[Any, Any]:
             return x, tf.one_hot(y, k)
 
-        train = train.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+        # Repeated, with fit's steps_per_epoch: Keras' fit takes one step too many per epoch on
+        # a dataset of unknown length (an optimizer update on no data). Each repetition is one
+        # epoch: the data order and augmentation of epoch k depend only on the seed and k.
+        train = train.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE).repeat()
         val = val.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
         return train, val, steps
 
@@ -609,6 +613,7 @@ class _Session:
                     train_ds,
                     validation_data=val_ds,
                     epochs=recipe.epochs,
+                    steps_per_epoch=steps,
                     initial_epoch=state.epoch,
                     callbacks=callbacks,
                     verbose=0,

@@ -217,3 +217,9 @@ def make_optimizer(
         optimizer.exclude_from_weight_decay(var_list=decay_exclusions(model))
     optimizer.build(model.trainable_variables)
     return optimizer
+
+
+# What a last.keras file may name besides Keras' own classes (the model loader's allow-list).
+TRAINING_OBJECTS: dict[str, type] = {
+    keras.saving.get_registered_name(cls): cls for cls in (WarmupSchedule, L2SGD, TFRMSprop)
+}
