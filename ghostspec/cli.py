@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,6 +17,13 @@ from pathlib import Path
 from ghostspec.diagnostics import Diagnostic, SpecError, render_json, render_text
 
 EXIT_OK, EXIT_FAULT, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
+# Commands that load TensorFlow: their terminal is kept quiet (ghostspec.quiet).
+TENSORFLOW_COMMANDS = frozenset({"build", "export", "evaluate"})
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every temporary file is removed on the way out."""
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Compile declarative GhostNet-family specs (YAML or JSON) into Keras 3 models.",
     )
     parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's own start-up and log output (or set GHOSTSPEC_VERBOSE=1)",
+    )
+    verbose = argparse.ArgumentParser(add_help=False)  # `build --verbose` works too
+    verbose.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser("validate", help="check specs and report every problem with its place")
@@ -68,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(p)
 
     p = commands.add_parser(
-        "export", help="write a deployable artifact (SavedModel, TFLite, ONNX), parity-checked"
+        "export",
+        help="write a deployable artifact (SavedModel, TFLite, ONNX), parity-checked",
+        parents=[verbose],
     )
     p.add_argument("source", metavar="SPEC|MODEL.keras")
     p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx"])
@@ -88,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(p)
 
     p = commands.add_parser(
-        "evaluate", help="top-1, top-5, loss and per-class accuracy on an image folder"
+        "evaluate",
+        help="top-1, top-5, loss and per-class accuracy on an image folder",
+        parents=[verbose],
     )
     p.add_argument("source", metavar="SPEC|MODEL.keras|RUN_DIR")
     p.add_argument("--data", required=True, metavar="DIR", help="image folder (see README)")
@@ -106,7 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_overrides(p)
 
-    p = commands.add_parser("build", help="compile a spec into a Keras model file (.keras)")
+    p = commands.add_parser(
+        "build", help="compile a spec into a Keras model file (.keras)", parents=[verbose]
+    )
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("-o", "--output", metavar="OUT.keras", help="default: <spec name>.keras")
     p.add_argument("--weights", metavar="PATH", help="reference state dict to load")
@@ -184,11 +203,36 @@ def cmd_schema(args: argparse.Namespace) -> int:
         print(f"{path}: up to date")
         return EXIT_OK
     if args.output:
+        check_schema_output(Path(args.output))
         write_text(args.output, text)
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def check_schema_output(path: Path) -> None:
+    """`schema -o` writes JSON, and replaces only a previous JSON Schema: never a spec."""
+    from ghostspec.files import check_output, read_regular_file
+
+    check_output(path, suffixes=(".json",), what="schema file")
+    if not path.exists():
+        return
+    try:
+        current = json.loads(read_regular_file(path, 16 << 20, "schema file"))
+    except (SpecError, ValueError, RecursionError):
+        current = None
+    if not (isinstance(current, dict) and "$schema" in current):
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=str(path),
+                    message="exists and is not a JSON Schema; ghostspec replaces only a "
+                    "previous schema file",
+                    hint="choose another output path, e.g. -o schemas/ghostspec.schema.json",
+                )
+            ]
+        )
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
@@ -202,14 +246,14 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         try:
             text = read_text(Path(spec))
             formatted = format_text(text, spec)
+            if formatted != text and not args.check:
+                write_text(spec, formatted)  # through a symlink, keeping the file's mode
         except SpecError as err:
             problems.extend(err.diagnostics)
             continue
         if formatted == text:
             continue
         changed.append(spec)
-        if not args.check:
-            write_text(spec, formatted)
     verb = "would reformat" if args.check else "reformatted"
     for spec in changed:
         print(f"{verb} {spec}")
@@ -223,8 +267,10 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     import ghostspec
+    from ghostspec.files import check_output
     from ghostspec.plot import plot_plan
 
+    check_output(args.output, inputs=[args.spec])
     plan = ghostspec.plan(args.spec, args.overrides)
     plot_plan(plan, args.output)
     print(f"wrote {args.output}")
@@ -233,18 +279,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     import ghostspec
-    from ghostspec.files import write_with
+    from ghostspec.files import check_output
+    from ghostspec.modelfile import save_model_file
 
     plan = ghostspec.plan(args.spec, args.overrides)
     output = Path(args.output or f"{plan.name}.keras")
-    if output.suffix != ".keras":
-        raise SpecError(
-            [
-                Diagnostic(
-                    file=str(output), message="the output must end in .keras", hint="-o x.keras"
-                )
-            ]
-        )
+    inputs = [args.spec, args.weights]
+    check_output(output, inputs=inputs, suffixes=(".keras",), what="model file")  # before building
     model = ghostspec.build(plan, weights=args.weights)
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     statistics = sum(int(w.numpy().size) for w in model.non_trainable_weights)
@@ -256,7 +297,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAULT
-    write_with(output, lambda temp: model.save(temp))
+    save_model_file(model, output, inputs=inputs)
     summary = {
         "name": plan.name,
         "input_shape": [None, *plan.input_shape],
@@ -292,7 +333,7 @@ def _export_model(
     import ghostspec
     from ghostspec.export import Preprocessing
 
-    if args.source.endswith(".keras"):
+    if _is_model_file(args.source):
         if args.weights or args.overrides:
             raise SpecError(
                 [
@@ -303,17 +344,9 @@ def _export_model(
                     )
                 ]
             )
-        path = Path(args.source)
-        if not path.is_file():
-            raise SpecError([Diagnostic(file=args.source, message="no such model file")])
-        import keras
+        from ghostspec.modelfile import image_input_shape, load_model_file
 
-        try:
-            model = keras.saving.load_model(path)
-        except Exception as err:  # keras raises many types for a bad archive
-            raise SpecError(
-                [Diagnostic(file=args.source, message=f"cannot read the model: {err}")]
-            ) from None
+        model = load_model_file(args.source, compile=False).model
         if args.fuse and any("_rpr_" in layer.name for layer in model.layers):
             raise SpecError(
                 [
@@ -325,15 +358,18 @@ def _export_model(
                     )
                 ]
             )
-        shape = model.inputs[0].shape
-        size = None if shape[1] is None or shape[2] is None else (int(shape[1]), int(shape[2]))
-        return model, model, model.name, Preprocessing(), size
+        h, w, _ = image_input_shape(model, args.source)
+        return model, model, model.name, Preprocessing(), None if h is None or w is None else (h, w)
     plan = ghostspec.plan(args.source, args.overrides)
     built = ghostspec.build(plan, weights=args.weights)
     model = ghostspec.fuse(built, plan, batch_norm=True) if args.fuse else built
     h, w, _ = plan.input_shape
     pre = Preprocessing(mean=plan.mean, std=plan.std)
     return model, built, plan.name, pre, (None if h is None or w is None else (h, w))
+
+
+def _is_model_file(source: str) -> bool:
+    return source.lower().endswith(".keras")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -346,7 +382,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise SpecError(
             [Diagnostic(file="--calibration", message="is only used with --quantize int8")]
         )
-    if not args.source.endswith(".keras"):
+    output = Path(args.output) if args.output else None
+    inputs = (args.source, args.weights)
+    if output is not None:  # where the artifact goes is checked before any work
+        export.check_artifact_path(args.to, output, inputs)
+    if not _is_model_file(args.source):
         import ghostspec
 
         ghostspec.plan(args.source, args.overrides)  # spec errors before TensorFlow loads
@@ -358,7 +398,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     suffix = {"savedmodel": "", "tflite": ".tflite", "onnx": ".onnx"}[args.to]
     tag = "" if args.quantize == "none" else f"_{args.quantize}"
     default = f"{name}{tag}_savedmodel" if args.to == "savedmodel" else f"{name}{tag}{suffix}"
-    output = Path(args.output or default)
+    output = output or export.check_artifact_path(args.to, Path(default), inputs)
     try:
         result = export.export(
             model,
@@ -385,7 +425,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ghostspec import evaluate
 
-    confusion = evaluate.check_png_target(args.confusion) if args.confusion else None
+    inputs = [args.source, args.weights]
+    confusion = evaluate.check_png_target(args.confusion, inputs) if args.confusion else None
     result = evaluate.evaluate(
         args.source,
         args.data,
@@ -422,7 +463,20 @@ COMMANDS = {
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 a ghostspec fault, 2 invalid input)."""
-    args = _parser().parse_args(argv)
+    _tolerant_streams()
+    return _dispatch(_parser().parse_args(argv))
+
+
+def _tolerant_streams() -> None:
+    """A file name that is not valid in the terminal's encoding (PYTHONIOENCODING=utf-8:strict
+    and a Latin-1 name) is printed with escapes instead of crashing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except SpecError as err:
@@ -431,9 +485,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         else:
             print(render_text(err.diagnostics), file=sys.stderr)
         return EXIT_INVALID
+    except Terminated:
+        print("ghostspec: terminated; nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("ghostspec: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()
         print(
@@ -444,8 +501,21 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAULT
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
-    # TensorFlow's C++ start-up chatter is noise to a user of this tool; errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    sys.exit(run())
+    """The `ghostspec` command: SIGTERM cleans up like Ctrl-C, and the commands that load
+    TensorFlow print only their own output unless --verbose or GHOSTSPEC_VERBOSE asks."""
+    from ghostspec import quiet
+
+    _tolerant_streams()
+    signal.signal(signal.SIGTERM, _terminate)
+    args = _parser().parse_args()
+    if args.command in TENSORFLOW_COMMANDS and not quiet.verbose_requested(args.verbose):
+        with quiet.quiet_tensorflow():
+            code = _dispatch(args)
+    else:
+        code = _dispatch(args)
+    sys.exit(code)

@@ -14,8 +14,7 @@ standard-normal batches instead (a smoke run: it exercises the pipeline, not the
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
+import errno
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,7 +26,13 @@ import numpy as np
 
 from ghostspec import images
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.files import atomic_path
+from ghostspec.files import (
+    atomic_directory,
+    atomic_path,
+    check_output,
+    check_output_folder,
+    write_error,
+)
 from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD
 
 Format = Literal["savedmodel", "tflite", "onnx"]
@@ -267,7 +272,34 @@ def _run_onnx(content: bytes, batch: np.ndarray) -> np.ndarray:
     return session.run(None, {name: batch})[0]
 
 
-def _savedmodel(model: Any, shape: tuple[int | None, ...], directory: Path) -> None:
+# TensorFlow reports a failed write as an op error; these reasons are the OS's, so they become
+# the same message as any other failed write (ghostspec.files.write_error).
+WRITE_FAILURES = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Permission denied": errno.EACCES,
+    "Read-only file system": errno.EROFS,
+    "Operation not permitted": errno.EPERM,
+}
+
+
+def _savedmodel(
+    model: Any, shape: tuple[int | None, ...], directory: Path, shown: Path | str | None = None
+) -> None:
+    """Write a SavedModel to `directory`; a failed write is a SpecError naming `shown`."""
+    import tensorflow as tf
+
+    try:
+        _write_savedmodel(model, shape, directory)
+    except tf.errors.OpError as err:
+        reason = next((r for r in WRITE_FAILURES if r in str(err.message)), None)
+        if reason is None:
+            raise
+        target = shown or f"{directory} (a temporary folder; set TMPDIR to move it)"
+        raise write_error(target, OSError(WRITE_FAILURES[reason], reason)) from None
+
+
+def _write_savedmodel(model: Any, shape: tuple[int | None, ...], directory: Path) -> None:
     import keras
     import tensorflow as tf
 
@@ -291,27 +323,18 @@ def _run_savedmodel(directory: Path, batch: np.ndarray) -> np.ndarray:
     return next(iter(out.values())).numpy()
 
 
-@contextlib.contextmanager
-def _atomic_directory(target: Path) -> Iterator[Path]:
-    """A temporary directory beside the target that replaces it only on success."""
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise SpecError(
-            [Diagnostic(file=str(target), message=f"cannot write: {parent} does not exist")]
-        )
-    try:
-        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
-    except OSError as err:
-        message = f"cannot write: {err.strerror}"
-        raise SpecError([Diagnostic(file=str(target), message=message)]) from None
-    try:
-        yield temp / "artifact"
-        if target.exists() or target.is_symlink():
-            old = temp / "previous"
-            os.replace(target, old)
-        os.replace(temp / "artifact", target)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+SUFFIXES: dict[str, tuple[str, ...]] = {"tflite": (".tflite",), "onnx": (".onnx",)}
+
+
+def check_artifact_path(
+    to: Format, output: Path, inputs: tuple[Path | str | None, ...] = ()
+) -> Path:
+    """Check where an artifact will go before any work (see `ghostspec.files`): a SavedModel
+    folder may replace only a previous SavedModel or an empty folder; a file must have its
+    format's suffix. Neither may be one of `inputs`. Raises SpecError."""
+    if to == "savedmodel":
+        return check_output_folder(output, inputs=inputs)
+    return check_output(output, inputs=inputs, suffixes=SUFFIXES[to], what=f"{to} file")
 
 
 def parity_batch(shape: tuple[int, int, int], size: int) -> np.ndarray:
@@ -346,12 +369,13 @@ def export(
                 )
             ]
         )
+    check_artifact_path(to, output)
     samples = parity_batch(image, max(batch or 1, 8))
     checked = model if reference_model is None else reference_model
     reference = np.asarray(checked(samples, training=False))
     if to == "savedmodel":
-        with _atomic_directory(output) as directory:
-            _savedmodel(model, (batch, *image), directory)
+        with atomic_directory(output) as directory:
+            _savedmodel(model, (batch, *image), directory, output)
             result = compare(reference, _run_savedmodel(directory, samples))
             _require(result, quantize)
         size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())

@@ -32,3 +32,10 @@ class LegacyNearestUpsample(keras.layers.Layer):
     def compute_output_shape(self, input_shapes: list[Any]) -> tuple[Any, ...]:
         source, like = input_shapes
         return (source[0], like[1], like[2], source[3])
+
+
+# Every class ghostspec registers with Keras, by registered name: the model loader passes these
+# to Keras and refuses any other custom class a file names.
+CUSTOM_OBJECTS: dict[str, type] = {
+    keras.saving.get_registered_name(LegacyNearestUpsample): LegacyNearestUpsample,
+}
