@@ -1,4 +1,7 @@
-"""Training augmentation in TensorFlow ops, randomness from a per-image stateless seed.
+"""Training augmentation in TensorFlow ops, with stateless randomness (deterministic under
+tf.data's parallel map): the crop and flip per image, RandAugment and erasing per batch, where
+each op runs once on the images that drew it (no per-image branches, which cost more than the
+ops themselves on small images).
 
 The transforms follow timm's ImageNet training transform (the GhostNet authors' recipe):
 random resized crop (torchvision's sampling: 10 tries, then a centre crop clamped to the ratio
@@ -8,10 +11,13 @@ magnitude drawn per application from N(M, S) and clipped to [0, 10]), normalisat
 erasing (timm's `RandomErasing` in "pixel" mode: one box of 2-33% of the area, log-uniform aspect
 ratio in [0.3, 3.33], filled with standard-normal noise).
 
-The RandAugment ops work on [0, 255] values and round the way PIL's 8-bit ops do. Known
-differences from timm's PIL ops: geometric ops (rotate, shear, translate) always use bilinear
-interpolation (timm picks bilinear or bicubic at random), and resizing is TensorFlow's antialiased
-bilinear, which is close to, not bit-equal with, PIL's.
+The RandAugment ops work on [0, 255] values and round the way PIL's 8-bit ops do: the pixel
+ops give exactly PIL's pixels, the geometric ones (rotate, shear, translate; the fill colour is
+the mean, as timm's `img_mean`) agree within one grey level (tests/test_images.py checks both).
+Known differences from timm: geometric ops always use bilinear interpolation (timm picks bilinear
+or bicubic at random); Posterize at 0 bits gives black (Pillow before 10 did the same, newer
+Pillow refuses 0); the crop's resize is TensorFlow's antialiased bilinear, within one grey level
+of PIL's.
 
 This module imports TensorFlow; `ghostspec.data` imports it only when a dataset is built.
 """

@@ -292,15 +292,19 @@ def _size(size: int | Sequence[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _paths_and_labels(checked: Checked) -> tuple[list[bytes], np.ndarray]:
+    # file names as the OS's bytes: a name that is not valid UTF-8 still opens
+    paths = [os.fsencode(s.path) for s in checked.samples]
+    return paths, np.array([s.label for s in checked.samples], np.int32)
+
+
 def _decoded(checked: Checked, channels: int) -> tf.data.Dataset:
     """(uint8 image, int32 label) per sample, decoded in parallel, in sample order."""
     import tensorflow as tf
 
     from ghostspec.images import decode
 
-    paths = [str(s.path) for s in checked.samples]
-    labels = np.array([s.label for s in checked.samples], np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    ds = tf.data.Dataset.from_tensor_slices(_paths_and_labels(checked))
     ds = ds.map(
         lambda p, y: (decode(tf.io.read_file(p), channels), y),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -353,13 +357,11 @@ def train_dataset(
     decoded_bytes = sum(i.pixels * channels for i in checked.infos)
     use_cache = fits_in_memory(decoded_bytes) if cache is None else cache
 
-    paths = [str(s.path) for s in checked.samples]
-    labels = np.array([s.label for s in checked.samples], np.int32)
     if use_cache:
         ds = _decoded(checked, channels).cache()
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     else:  # shuffle the (small) file names, not decoded images
-        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        ds = tf.data.Dataset.from_tensor_slices(_paths_and_labels(checked))
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         ds = ds.map(
             lambda p, y: (aug_decode(p, channels), y),
@@ -405,7 +407,7 @@ def train_dataset(
         x = normalise(x / 255.0, mean, std)
         if augment.erasing > 0:
             x = aug.random_erasing(x, parts[1], augment.erasing)
-        return x, labels
+        return tf.ensure_shape(x, (batch, height, width, channels)), labels
 
     # plain Python control flow on static values only: no autograph (it costs seconds)
     plain = tf.autograph.experimental.do_not_convert
