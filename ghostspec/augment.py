@@ -1,4 +1,7 @@
-"""Training augmentation in TensorFlow ops, randomness from a per-image stateless seed.
+"""Training augmentation in TensorFlow ops, with stateless randomness (deterministic under
+tf.data's parallel map): the crop and flip per image, RandAugment and erasing per batch, where
+each op runs once on the images that drew it (no per-image branches, which cost more than the
+ops themselves on small images).
 
 The transforms follow timm's ImageNet training transform (the GhostNet authors' recipe):
 random resized crop (torchvision's sampling: 10 tries, then a centre crop clamped to the ratio
@@ -8,10 +11,13 @@ magnitude drawn per application from N(M, S) and clipped to [0, 10]), normalisat
 erasing (timm's `RandomErasing` in "pixel" mode: one box of 2-33% of the area, log-uniform aspect
 ratio in [0.3, 3.33], filled with standard-normal noise).
 
-The RandAugment ops work on [0, 255] values and round the way PIL's 8-bit ops do. Known
-differences from timm's PIL ops: geometric ops (rotate, shear, translate) always use bilinear
-interpolation (timm picks bilinear or bicubic at random), and resizing is TensorFlow's antialiased
-bilinear, which is close to, not bit-equal with, PIL's.
+The RandAugment ops work on [0, 255] values and round the way PIL's 8-bit ops do: the pixel
+ops give exactly PIL's pixels, the geometric ones (rotate, shear, translate; the fill colour is
+the mean, as timm's `img_mean`) agree within one grey level (tests/test_images.py checks both).
+Known differences from timm: geometric ops always use bilinear interpolation (timm picks bilinear
+or bicubic at random); Posterize at 0 bits gives black (Pillow before 10 did the same, newer
+Pillow refuses 0); the crop's resize is TensorFlow's antialiased bilinear, within one grey level
+of PIL's.
 
 This module imports TensorFlow; `ghostspec.data` imports it only when a dataset is built.
 """
@@ -28,6 +34,7 @@ OP_PROBABILITY = 0.5  # each chosen op is applied with this probability (timm's 
 TRANSLATE_FRACTION = 0.45  # TranslateXRel/YRel at magnitude 10: 45% of the image size
 
 Image = tf.Tensor  # float32 [H, W, C] holding integers 0..255 (like PIL's 8-bit images)
+Images = tf.Tensor  # float32 [n, H, W, C], the same for a batch
 Seed = tf.Tensor  # int32/int64 [2], a stateless seed
 
 
@@ -101,155 +108,175 @@ def random_resized_crop(
 
 
 def flip(image: Image, seed: Seed) -> Image:
-    return tf.cond(_uniform(seed) < 0.5, lambda: tf.reverse(image, [1]), lambda: image)
+    """Mirror left-right with probability 0.5 (tf.where, not tf.cond: no per-image branch)."""
+    return tf.where(_uniform(seed) < 0.5, tf.reverse(image, [1]), image)
 
 
-# RandAugment ops -----------------------------------------------------------------------------
+# RandAugment ops, on batches: images [n, H, W, C] in 0..255, one parameter per image [n] ------
 
 
-def _blend(degenerate: Image, image: Image, factor: tf.Tensor) -> Image:
+def _per_image(value: tf.Tensor) -> tf.Tensor:
+    return tf.cast(value, tf.float32)[:, None, None, None]
+
+
+def _blend(degenerate: Images, images: Images, factor: tf.Tensor) -> Images:
     """PIL's Image.blend (as ImageEnhance uses it): truncated to 8 bits."""
-    return tf.floor(tf.clip_by_value(degenerate + factor * (image - degenerate), 0.0, 255.0))
+    mixed = degenerate + _per_image(factor) * (images - degenerate)
+    return tf.floor(tf.clip_by_value(mixed, 0.0, 255.0))
 
 
-def _luma(image: Image) -> Image:
-    """PIL's convert("L") (fixed-point ITU-R 601-2), kept as [H, W, 1]."""
-    if image.shape[-1] < 3:
-        return image[..., :1]
+def _luma(images: Images) -> Images:
+    """PIL's convert("L") (fixed-point ITU-R 601-2), kept as [n, H, W, 1]."""
+    if images.shape[-1] < 3:
+        return images[..., :1]
     from ghostspec.images import luma
 
-    return tf.cast(luma(tf.cast(image, tf.uint8)), tf.float32)
+    return tf.cast(luma(tf.cast(images, tf.uint8)), tf.float32)
 
 
-def auto_contrast(image: Image) -> Image:
-    lo = tf.reduce_min(image, axis=[0, 1], keepdims=True)
-    hi = tf.reduce_max(image, axis=[0, 1], keepdims=True)
+def auto_contrast(images: Images) -> Images:
+    lo = tf.reduce_min(images, axis=[1, 2], keepdims=True)
+    hi = tf.reduce_max(images, axis=[1, 2], keepdims=True)
     scale = 255.0 / tf.maximum(hi - lo, 1.0)
-    stretched = tf.clip_by_value(tf.floor((image - lo) * scale), 0.0, 255.0)
-    return tf.where(hi > lo, stretched, image)
+    stretched = tf.clip_by_value(tf.floor((images - lo) * scale), 0.0, 255.0)
+    return tf.where(hi > lo, stretched, images)
 
 
-def _equalize_channel(channel: tf.Tensor) -> tf.Tensor:
-    values = tf.cast(channel, tf.int32)
-    histogram = tf.math.bincount(values, minlength=256, maxlength=256)
-    last = tf.gather(histogram, tf.reduce_max(tf.where(histogram > 0)))
-    step = (tf.reduce_sum(histogram) - last) // 256
-    before = tf.cumsum(histogram, exclusive=True)
-    lut = tf.minimum((step // 2 + before) // tf.maximum(step, 1), 255)
-    return tf.where(step > 0, tf.cast(tf.gather(lut, values), tf.float32), channel)
+def equalize(images: Images) -> Images:
+    """PIL's ImageOps.equalize, for every image and channel at once (one histogram each)."""
+    shape = tf.shape(images)
+    n, channels = shape[0], images.shape[-1]
+    rows = n * channels  # one 256-bin histogram per (image, channel)
+    row = tf.range(n)[:, None, None, None] * channels + tf.range(channels)
+    values = tf.cast(images, tf.int32) + row * 256
+    histogram = tf.reshape(
+        tf.math.bincount(tf.reshape(values, [-1]), minlength=rows * 256, maxlength=rows * 256),
+        [rows, 256],
+    )
+    bins = tf.range(256)
+    last_bin = tf.reduce_max(tf.where(histogram > 0, bins, -1), axis=1)
+    last = tf.gather(histogram, tf.maximum(last_bin, 0), batch_dims=1)
+    step = (tf.reduce_sum(histogram, axis=1) - last) // 256
+    before = tf.cumsum(histogram, axis=1, exclusive=True)
+    lut = tf.minimum((step[:, None] // 2 + before) // tf.maximum(step[:, None], 1), 255)
+    mapped = tf.cast(tf.gather(tf.reshape(lut, [-1]), values), tf.float32)
+    keep = tf.reshape(step, [n, 1, 1, channels]) > 0
+    return tf.where(keep, mapped, images)
 
 
-def equalize(image: Image) -> Image:
-    """PIL's ImageOps.equalize, channel by channel."""
-    return tf.stack([_equalize_channel(image[..., c]) for c in range(image.shape[-1])], -1)
+def invert(images: Images) -> Images:
+    return 255.0 - images
 
 
-def invert(image: Image) -> Image:
-    return 255.0 - image
-
-
-def posterize(image: Image, bits: tf.Tensor) -> Image:
-    shift = tf.cast(8 - bits, tf.int32)
-    values = tf.cast(image, tf.int32)
+def posterize(images: Images, bits: tf.Tensor) -> Images:
+    shift = tf.cast(8 - _per_image(bits), tf.int32)
+    values = tf.cast(images, tf.int32)
     return tf.cast(tf.bitwise.left_shift(tf.bitwise.right_shift(values, shift), shift), tf.float32)
 
 
-def solarize(image: Image, threshold: tf.Tensor) -> Image:
-    return tf.where(image < threshold, image, 255.0 - image)
+def solarize(images: Images, threshold: tf.Tensor) -> Images:
+    return tf.where(images < _per_image(threshold), images, 255.0 - images)
 
 
-def solarize_add(image: Image, add: tf.Tensor, threshold: float = 128.0) -> Image:
-    return tf.where(image < threshold, tf.minimum(image + add, 255.0), image)
+def solarize_add(images: Images, add: tf.Tensor, threshold: float = 128.0) -> Images:
+    return tf.where(images < threshold, tf.minimum(images + _per_image(add), 255.0), images)
 
 
-def color(image: Image, factor: tf.Tensor) -> Image:
-    return _blend(tf.broadcast_to(_luma(image), tf.shape(image)), image, factor)
+def color(images: Images, factor: tf.Tensor) -> Images:
+    return _blend(tf.broadcast_to(_luma(images), tf.shape(images)), images, factor)
 
 
-def contrast(image: Image, factor: tf.Tensor) -> Image:
-    mean = tf.floor(tf.reduce_mean(_luma(image)) + 0.5)
-    return _blend(tf.fill(tf.shape(image), mean), image, factor)
+def contrast(images: Images, factor: tf.Tensor) -> Images:
+    mean = tf.floor(tf.reduce_mean(_luma(images), axis=[1, 2, 3], keepdims=True) + 0.5)
+    return _blend(tf.broadcast_to(mean, tf.shape(images)), images, factor)
 
 
-def brightness(image: Image, factor: tf.Tensor) -> Image:
-    return _blend(tf.zeros_like(image), image, factor)
+def brightness(images: Images, factor: tf.Tensor) -> Images:
+    return _blend(tf.zeros_like(images), images, factor)
 
 
-def sharpness(image: Image, factor: tf.Tensor) -> Image:
+def sharpness(images: Images, factor: tf.Tensor) -> Images:
     """PIL's ImageEnhance.Sharpness: blend with the SMOOTH filter (3x3, centre 5, sum 13); the
     one-pixel border keeps the original values, as PIL's filter does."""
-    channels = image.shape[-1]
+    channels = images.shape[-1]
     kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
     kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
-    smooth = tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "VALID")[0]
+    smooth = tf.nn.depthwise_conv2d(images, kernel, [1, 1, 1, 1], "SAME")  # border replaced
     smooth = tf.clip_by_value(tf.round(smooth), 0.0, 255.0)
-    smooth = tf.pad(smooth, [[1, 1], [1, 1], [0, 0]])
-    shape = tf.shape(image)
-    interior = tf.pad(tf.ones(shape[:2] - 2), [[1, 1], [1, 1]])[..., None] > 0
-    return _blend(tf.where(interior, smooth, image), image, factor)
+    shape = tf.shape(images)
+    interior = tf.pad(tf.ones(shape[1:3] - 2), [[1, 1], [1, 1]])[None, :, :, None] > 0
+    return _blend(tf.where(interior, smooth, images), images, factor)
 
 
-def affine(image: Image, matrix: Sequence[tf.Tensor | float], fill: Sequence[float]) -> Image:
-    """PIL's Image.transform(AFFINE, (a, b, c, d, e, f)) with bilinear sampling: each output
-    pixel centre (x + .5, y + .5) samples the input at (a x + b y + c, d x + e y + f); a sample
-    outside the input gets the fill colour, one inside reads clamped neighbours (as PIL does)."""
-    a, b, c, d, e, f = (tf.cast(v, tf.float32) for v in matrix)
+def affine(images: Images, matrix: Sequence[tf.Tensor], fill: Sequence[float]) -> Images:
+    """PIL's Image.transform(AFFINE, (a, b, c, d, e, f)) with bilinear sampling, one matrix per
+    image (each entry [n]): the output pixel centre (x + .5, y + .5) samples the input at
+    (a x + b y + c, d x + e y + f); a sample outside the input gets the fill colour, one inside
+    reads clamped neighbours (as PIL does)."""
+    n = tf.shape(images)[0]
+    a, b, c, d, e, f = (tf.broadcast_to(tf.cast(v, tf.float32), [n]) for v in matrix)
     # PIL works in continuous coordinates (pixel centres at +0.5), TF in pixel indices
     c = c + 0.5 * a + 0.5 * b - 0.5
     f = f + 0.5 * d + 0.5 * e - 0.5
-    transform = tf.stack([a, b, c, d, e, f, 0.0, 0.0])[None]
-    shape = tf.shape(image)
+    zeros = tf.zeros_like(a)
+    transforms = tf.stack([a, b, c, d, e, f, zeros, zeros], axis=1)
+    shape = tf.shape(images)
     out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None],
-        transforms=transform,
-        output_shape=shape[:2],
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
         fill_value=0.0,
         interpolation="BILINEAR",
         fill_mode="NEAREST",
-    )[0]
-    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    y = tf.range(h)[:, None]
-    x = tf.range(w)[None, :]
+    )
+    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    y = tf.range(h)[None, :, None]
+    x = tf.range(w)[None, None, :]
+    a, b, c, d, e, f = (v[:, None, None] for v in (a, b, c, d, e, f))
     xin, yin = a * x + b * y + c, d * x + e * y + f
     inside = (xin >= -0.5) & (xin < w - 0.5) & (yin >= -0.5) & (yin < h - 0.5)
-    colour = tf.constant(list(fill)[: image.shape[-1]], tf.float32)
+    colour = tf.constant(list(fill)[: images.shape[-1]], tf.float32)
     out = tf.where(inside[..., None], out, colour)
     return tf.clip_by_value(tf.round(out), 0.0, 255.0)
 
 
-def rotate(image: Image, degrees: tf.Tensor, fill: Sequence[float]) -> Image:
+def rotate(images: Images, degrees: tf.Tensor, fill: Sequence[float]) -> Images:
     """PIL's Image.rotate (counter-clockwise, about the centre, same size)."""
-    shape = tf.cast(tf.shape(image), tf.float32)
-    cx, cy = shape[1] / 2.0, shape[0] / 2.0
-    angle = -degrees * math.pi / 180.0
+    shape = tf.cast(tf.shape(images), tf.float32)
+    cx, cy = shape[2] / 2.0, shape[1] / 2.0
+    angle = -tf.cast(degrees, tf.float32) * math.pi / 180.0
     a, b = tf.cos(angle), tf.sin(angle)
     d, e = -tf.sin(angle), tf.cos(angle)
     c = a * -cx + b * -cy + cx
     f = d * -cx + e * -cy + cy
-    return affine(image, (a, b, c, d, e, f), fill)
+    return affine(images, (a, b, c, d, e, f), fill)
 
 
-def shear_x(image: Image, factor: tf.Tensor, fill: Sequence[float]) -> Image:
-    return affine(image, (1.0, factor, 0.0, 0.0, 1.0, 0.0), fill)
+def shear_x(images: Images, factor: tf.Tensor, fill: Sequence[float]) -> Images:
+    one, zero = tf.ones_like(factor), tf.zeros_like(factor)
+    return affine(images, (one, factor, zero, zero, one, zero), fill)
 
 
-def shear_y(image: Image, factor: tf.Tensor, fill: Sequence[float]) -> Image:
-    return affine(image, (1.0, 0.0, 0.0, factor, 1.0, 0.0), fill)
+def shear_y(images: Images, factor: tf.Tensor, fill: Sequence[float]) -> Images:
+    one, zero = tf.ones_like(factor), tf.zeros_like(factor)
+    return affine(images, (one, zero, zero, factor, one, zero), fill)
 
 
-def translate_x(image: Image, fraction: tf.Tensor, fill: Sequence[float]) -> Image:
-    pixels = fraction * tf.cast(tf.shape(image)[1], tf.float32)
-    return affine(image, (1.0, 0.0, pixels, 0.0, 1.0, 0.0), fill)
+def translate_x(images: Images, fraction: tf.Tensor, fill: Sequence[float]) -> Images:
+    pixels = fraction * tf.cast(tf.shape(images)[2], tf.float32)
+    one, zero = tf.ones_like(pixels), tf.zeros_like(pixels)
+    return affine(images, (one, zero, pixels, zero, one, zero), fill)
 
 
-def translate_y(image: Image, fraction: tf.Tensor, fill: Sequence[float]) -> Image:
-    pixels = fraction * tf.cast(tf.shape(image)[0], tf.float32)
-    return affine(image, (1.0, 0.0, 0.0, 0.0, 1.0, pixels), fill)
+def translate_y(images: Images, fraction: tf.Tensor, fill: Sequence[float]) -> Images:
+    pixels = fraction * tf.cast(tf.shape(images)[1], tf.float32)
+    one, zero = tf.ones_like(pixels), tf.zeros_like(pixels)
+    return affine(images, (one, zero, zero, zero, one, pixels), fill)
 
 
 # magnitude (0..10) -> argument, as timm's LEVEL_TO_ARG for the `rand` transforms ------------
 
-OpFn = Callable[[Image, tf.Tensor, tf.Tensor, Sequence[float]], Image]
+OpFn = Callable[[Images, tf.Tensor, tf.Tensor, Sequence[float]], Images]
 
 
 def _signed(value: tf.Tensor, negate: tf.Tensor) -> tf.Tensor:
@@ -258,6 +285,10 @@ def _signed(value: tf.Tensor, negate: tf.Tensor) -> tf.Tensor:
 
 def _enhance(level: tf.Tensor) -> tf.Tensor:
     return level / LEVEL_MAX * 1.8 + 0.1  # factor in [0.1, 1.9]
+
+
+def _translate(level: tf.Tensor, negate: tf.Tensor) -> tf.Tensor:
+    return _signed(level / LEVEL_MAX * TRANSLATE_FRACTION, negate)
 
 
 RAND_OPS: tuple[tuple[str, OpFn], ...] = (
@@ -274,83 +305,91 @@ RAND_OPS: tuple[tuple[str, OpFn], ...] = (
     ("Sharpness", lambda x, m, s, fill: sharpness(x, _enhance(m))),
     ("ShearX", lambda x, m, s, fill: shear_x(x, _signed(m / LEVEL_MAX * 0.3, s), fill)),
     ("ShearY", lambda x, m, s, fill: shear_y(x, _signed(m / LEVEL_MAX * 0.3, s), fill)),
-    (
-        "TranslateXRel",
-        lambda x, m, s, fill: translate_x(x, _signed(m / LEVEL_MAX * TRANSLATE_FRACTION, s), fill),
-    ),
-    (
-        "TranslateYRel",
-        lambda x, m, s, fill: translate_y(x, _signed(m / LEVEL_MAX * TRANSLATE_FRACTION, s), fill),
-    ),
+    ("TranslateXRel", lambda x, m, s, fill: translate_x(x, _translate(m, s), fill)),
+    ("TranslateYRel", lambda x, m, s, fill: translate_y(x, _translate(m, s), fill)),
 )
 
 
-def apply_op(
-    index: tf.Tensor, image: Image, magnitude: tf.Tensor, negate: tf.Tensor, fill: Sequence[float]
-) -> Image:
-    """RAND_OPS[index] applied to `image` (tf.switch_case over the op table)."""
-    branches = [
-        (lambda fn=fn: tf.ensure_shape(fn(image, magnitude, negate, fill), image.shape))
-        for _, fn in RAND_OPS
-    ]
-    return tf.switch_case(index, branches)
+def apply_ops(
+    images: Images,
+    choice: tf.Tensor,
+    magnitude: tf.Tensor,
+    negate: tf.Tensor,
+    fill: Sequence[float],
+) -> Images:
+    """Image i gets RAND_OPS[choice[i]] (choice -1: unchanged). Each op runs once, on the
+    images that chose it, and the results are stitched back in order: no per-image branching."""
+    positions = tf.range(tf.shape(images)[0])
+    indices = [tf.boolean_mask(positions, choice < 0)]
+    parts = [tf.gather(images, indices[0])]
+    for k, (_, fn) in enumerate(RAND_OPS):
+        chosen = tf.boolean_mask(positions, tf.equal(choice, k))
+        sub = tf.gather(images, chosen)
+        indices.append(chosen)
+        parts.append(
+            tf.ensure_shape(
+                fn(sub, tf.gather(magnitude, chosen), tf.gather(negate, chosen), fill), sub.shape
+            )
+        )
+    return tf.dynamic_stitch(indices, parts)
 
 
 def rand_augment(
-    image: Image, seed: Seed, *, layers: int, magnitude: float, std: float, fill: Sequence[float]
-) -> Image:
-    """timm's RandAugment: `layers` ops drawn with replacement, each applied with probability
-    0.5 at a magnitude ~ N(magnitude, std) clipped to [0, 10]."""
+    images: Images, seed: Seed, *, layers: int, magnitude: float, std: float, fill: Sequence[float]
+) -> Images:
+    """timm's RandAugment on a batch: per image, `layers` ops drawn with replacement, each
+    applied with probability 0.5 at a magnitude ~ N(magnitude, std) clipped to [0, 10]."""
+    n = tf.shape(images)[0]
     seeds = tf.random.experimental.stateless_split(seed, layers)
     for layer in range(layers):
         parts = tf.random.experimental.stateless_split(seeds[layer], 4)
-        index = tf.minimum(
-            tf.cast(tf.floor(_uniform(parts[0]) * len(RAND_OPS)), tf.int32), len(RAND_OPS) - 1
-        )
-        apply = _uniform(parts[1]) < OP_PROBABILITY
-        level = magnitude
+        op = tf.random.stateless_uniform([n], parts[0], 0, len(RAND_OPS), dtype=tf.int32)
+        apply = _uniform(parts[1], [n]) < OP_PROBABILITY
+        level = tf.fill([n], float(magnitude))
         if std > 0:
-            level = magnitude + std * tf.random.stateless_normal([], parts[2])
-        level = tf.clip_by_value(tf.cast(level, tf.float32), 0.0, LEVEL_MAX)
-        negate = _uniform(parts[3]) < 0.5
-        image = tf.cond(
-            apply,
-            lambda image=image, index=index, level=level, negate=negate: apply_op(
-                index, image, level, negate, fill
-            ),
-            lambda image=image: image,
-        )
-    return image
+            level = level + std * tf.random.stateless_normal([n], parts[2])
+        level = tf.clip_by_value(level, 0.0, LEVEL_MAX)
+        negate = _uniform(parts[3], [n]) < 0.5
+        images = apply_ops(images, tf.where(apply, op, -1), level, negate, fill)
+    return images
 
 
-# random erasing (after normalisation) ---------------------------------------------------------
+# random erasing (after normalisation), on batches ---------------------------------------------
 
 
 def random_erasing(
-    image: tf.Tensor,
+    images: tf.Tensor,
     seed: Seed,
     probability: float,
     area: Sequence[float] = (0.02, 1 / 3),
     min_aspect: float = 0.3,
 ) -> tf.Tensor:
-    """timm's RandomErasing(mode="pixel", count 1) on a normalised float image."""
+    """timm's RandomErasing(mode="pixel", count 1) on normalised float images [n, H, W, C]:
+    per image with `probability`, up to 10 tries for a box that fits, filled with N(0, 1)."""
     tries = 10
     seeds = tf.random.experimental.stateless_split(seed, 6)
-    shape = tf.shape(image)
-    height, width = shape[0], shape[1]
+    shape = tf.shape(images)
+    n, height, width = shape[0], shape[1], shape[2]
     total = tf.cast(height * width, tf.float32)
-    target = total * _uniform(seeds[0], [tries], area[0], area[1])
-    aspect = tf.exp(_uniform(seeds[1], [tries], math.log(min_aspect), math.log(1 / min_aspect)))
+    target = total * _uniform(seeds[0], [n, tries], area[0], area[1])
+    log_aspect = _uniform(seeds[1], [n, tries], math.log(min_aspect), math.log(1 / min_aspect))
+    aspect = tf.exp(log_aspect)
     h = tf.cast(tf.round(tf.sqrt(target * aspect)), tf.int32)
     w = tf.cast(tf.round(tf.sqrt(target / aspect)), tf.int32)
     ok = (w < width) & (h < height)
-    first = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
-    eh, ew = h[first], w[first]
-    top = _randint(seeds[2], 0, height - eh)
-    left = _randint(seeds[3], 0, width - ew)
-    rows = tf.range(height)[:, None]
-    cols = tf.range(width)[None, :]
+    first = tf.argmax(tf.cast(ok, tf.int32), axis=1, output_type=tf.int32)
+    eh = tf.gather(h, first, batch_dims=1)
+    ew = tf.gather(w, first, batch_dims=1)
+    top = tf.cast(
+        tf.floor(_uniform(seeds[2], [n]) * tf.cast(height - eh + 1, tf.float32)), tf.int32
+    )
+    left = tf.cast(
+        tf.floor(_uniform(seeds[3], [n]) * tf.cast(width - ew + 1, tf.float32)), tf.int32
+    )
+    rows = tf.range(height)[None, :, None]
+    cols = tf.range(width)[None, None, :]
+    top, left, eh, ew = (v[:, None, None] for v in (top, left, eh, ew))
     box = (rows >= top) & (rows < top + eh) & (cols >= left) & (cols < left + ew)
-    noise = tf.random.stateless_normal(shape, seeds[4], dtype=image.dtype)
-    erase = tf.reduce_any(ok) & (_uniform(seeds[5]) < probability)
-    return tf.where(erase & box[..., None], noise, image)
+    erase = tf.reduce_any(ok, axis=1) & (_uniform(seeds[5], [n]) < probability)
+    noise = tf.random.stateless_normal(shape, seeds[4], dtype=images.dtype)
+    return tf.where((box & erase[:, None, None])[..., None], noise, images)

@@ -19,7 +19,7 @@ from ghostspec.diagnostics import Diagnostic, SpecError, render_json, render_tex
 EXIT_OK, EXIT_FAULT, EXIT_INVALID = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
 # Commands that load TensorFlow: their terminal is kept quiet (ghostspec.quiet).
-TENSORFLOW_COMMANDS = frozenset({"build", "export", "train"})
+TENSORFLOW_COMMANDS = frozenset({"build", "export", "evaluate", "train"})
 
 
 class Terminated(KeyboardInterrupt):
@@ -103,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(p)
 
     p = commands.add_parser(
-        "evaluate", help="top-1, top-5, loss and per-class accuracy on an image folder"
+        "evaluate",
+        help="top-1, top-5, loss and per-class accuracy on an image folder",
+        parents=[verbose],
     )
     p.add_argument("source", metavar="SPEC|MODEL.keras|RUN_DIR")
     p.add_argument("--data", required=True, metavar="DIR", help="image folder (see README)")
@@ -484,7 +486,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ghostspec import evaluate
 
-    confusion = evaluate.check_png_target(args.confusion) if args.confusion else None
+    inputs = [args.source, args.weights]
+    confusion = evaluate.check_png_target(args.confusion, inputs) if args.confusion else None
     result = evaluate.evaluate(
         args.source,
         args.data,

@@ -292,15 +292,19 @@ def _size(size: int | Sequence[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _paths_and_labels(checked: Checked) -> tuple[list[bytes], np.ndarray]:
+    # file names as the OS's bytes: a name that is not valid UTF-8 still opens
+    paths = [os.fsencode(s.path) for s in checked.samples]
+    return paths, np.array([s.label for s in checked.samples], np.int32)
+
+
 def _decoded(checked: Checked, channels: int) -> tf.data.Dataset:
     """(uint8 image, int32 label) per sample, decoded in parallel, in sample order."""
     import tensorflow as tf
 
     from ghostspec.images import decode
 
-    paths = [str(s.path) for s in checked.samples]
-    labels = np.array([s.label for s in checked.samples], np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    ds = tf.data.Dataset.from_tensor_slices(_paths_and_labels(checked))
     ds = ds.map(
         lambda p, y: (decode(tf.io.read_file(p), channels), y),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -353,32 +357,31 @@ def train_dataset(
     decoded_bytes = sum(i.pixels * channels for i in checked.infos)
     use_cache = fits_in_memory(decoded_bytes) if cache is None else cache
 
-    paths = [str(s.path) for s in checked.samples]
-    labels = np.array([s.label for s in checked.samples], np.int32)
     if use_cache:
         ds = _decoded(checked, channels).cache()
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     else:  # shuffle the (small) file names, not decoded images
-        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        ds = tf.data.Dataset.from_tensor_slices(_paths_and_labels(checked))
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         ds = ds.map(
             lambda p, y: (aug_decode(p, channels), y),
             num_parallel_calls=tf.data.AUTOTUNE,
         ).ignore_errors()
-    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+    # per-image seeds for the crop and flip, per-batch seeds for RandAugment and erasing
+    image_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+    batch_seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
     for _ in range(start_epoch):
-        # each new iterator draws the next epoch's shuffle and augmentation seeds; making and
-        # dropping one (nothing is read) moves both to the epoch a resumed run continues with
-        iter(ds)
-        iter(seeds)
-    ds = tf.data.Dataset.zip(ds, seeds)
+        # each new iterator draws the next epoch's shuffle and random seeds; making and
+        # dropping one (nothing is read) moves them to the epoch a resumed run continues with
+        for source in (ds, image_seeds, batch_seeds):
+            iter(source)
     fill = tuple(min(255.0, round(255.0 * m)) for m in mean)
+    crop = augment.crop_scale is not None and augment.crop_ratio is not None
 
-    def transform(
-        image: tf.Tensor, label: tf.Tensor, key: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        parts = tf.random.experimental.stateless_split(key, 4)
-        if augment.crop_scale is not None and augment.crop_ratio is not None:
+    def per_image(pair: tuple[tf.Tensor, tf.Tensor], key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image, label = pair
+        parts = tf.random.experimental.stateless_split(key, 2)
+        if crop:
             x = aug.random_resized_crop(
                 image, parts[0], (height, width), augment.crop_scale, augment.crop_ratio
             )
@@ -387,10 +390,15 @@ def train_dataset(
         x = tf.ensure_shape(x, (height, width, channels))
         if augment.flip:
             x = aug.flip(x, parts[1])
+        return x, label
+
+    def per_batch(pair: tuple[tf.Tensor, tf.Tensor], key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, labels = pair
+        parts = tf.random.experimental.stateless_split(key, 2)
         if augment.randaugment_layers:
             x = aug.rand_augment(
                 x,
-                parts[2],
+                parts[0],
                 layers=augment.randaugment_layers,
                 magnitude=augment.randaugment_magnitude,
                 std=augment.randaugment_std,
@@ -398,15 +406,19 @@ def train_dataset(
             )
         x = normalise(x / 255.0, mean, std)
         if augment.erasing > 0:
-            x = aug.random_erasing(x, parts[3], augment.erasing)
-        return x, label
+            x = aug.random_erasing(x, parts[1], augment.erasing)
+        return tf.ensure_shape(x, (batch, height, width, channels)), labels
 
-    ds = ds.map(
-        lambda pair, key: transform(pair[0], pair[1], key),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
+    # plain Python control flow on static values only: no autograph (it costs seconds)
+    plain = tf.autograph.experimental.do_not_convert
+    ds = tf.data.Dataset.zip(ds, image_seeds).map(
+        plain(per_image), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     ds = ds.batch(batch, drop_remainder=True)
+    # RandAugment and erasing run on whole batches: each op once per batch, not per image
+    ds = tf.data.Dataset.zip(ds, batch_seeds).map(
+        plain(per_batch), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -142,27 +142,12 @@ def _error(file: str | Path, message: str, hint: str | None = None) -> SpecError
 
 
 def load_keras_file(path: Path) -> tuple[Any, Any]:
-    """(model, metadata or None) of a .keras file. The ONE place evaluate reads one: through
-    `ghostspec.modelfile.load_model_file` when that module exists (bounded, safe mode, ghostspec's
-    layers registered, readable errors), else Keras' own loader."""
-    try:
-        from ghostspec.modelfile import load_model_file  # type: ignore[import-not-found]
-    except ImportError:
-        load_model_file = None
-    if load_model_file is not None:
-        loaded = load_model_file(path)
-        return loaded.model, loaded.metadata
-    if not path.is_file():
-        raise _error(path, "no such model file", "check the path")
-    import keras
+    """(model, metadata or None) of a .keras file, through the one loader (bounded archive,
+    safe mode, ghostspec's layers registered, one-line errors)."""
+    from ghostspec.modelfile import load_model_file
 
-    import ghostspec.keras  # noqa: F401  (registers the dynamic GhostNetV2 layer)
-
-    try:
-        return keras.saving.load_model(path), None
-    except Exception as err:  # Keras raises many types for a bad archive
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise _error(path, f"cannot read the model: {first}") from None
+    loaded = load_model_file(path, compile=False)
+    return loaded.model, loaded.metadata
 
 
 def _read_classes_txt(path: Path) -> tuple[str, ...] | None:
@@ -175,15 +160,11 @@ def _read_classes_txt(path: Path) -> tuple[str, ...] | None:
     return names or None
 
 
-def _static_size(model: Any) -> tuple[int, int] | None:
-    shape = model.inputs[0].shape
-    if len(shape) != 4:
-        raise _error(
-            model.name,
-            f"the model's input has shape {tuple(shape)}, not an image batch [N, H, W, C]",
-            "evaluate image classifiers only",
-        )
-    return None if shape[1] is None or shape[2] is None else (int(shape[1]), int(shape[2]))
+def _static_size(model: Any, file: Path) -> tuple[int, int] | None:
+    from ghostspec.modelfile import image_input_shape
+
+    h, w, _ = image_input_shape(model, str(file))
+    return None if h is None or w is None else (h, w)
 
 
 def load_source(
@@ -216,7 +197,7 @@ def load_source(
         else:
             model_file = path
         model, meta = load_keras_file(model_file)
-        static = _static_size(model)
+        static = _static_size(model, model_file)
         channels = int(model.inputs[0].shape[-1])
         default_mean = IMAGENET_MEAN if channels == 3 else (0.0,) * channels
         default_std = IMAGENET_STD if channels == 3 else (1.0,) * channels
@@ -370,17 +351,11 @@ def render_json(result: Evaluation) -> str:
     return json.dumps(result.to_json(), indent=2)
 
 
-def check_png_target(target: str | Path) -> Path:
+def check_png_target(target: str | Path, inputs: Sequence[str | Path | None] = ()) -> Path:
     """Refuse a confusion-matrix path that cannot be written, before any work is done."""
-    path = Path(target)
-    if path.suffix.lower() != ".png":
-        raise _error(path, "the confusion matrix is written as PNG", "name it confusion.png")
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise _error(path, f"cannot write: folder {str(directory)!r} does not exist")
-    if path.is_dir():
-        raise _error(path, "cannot write: it is a folder")
-    return path
+    from ghostspec.files import check_output
+
+    return check_output(target, inputs=inputs, suffixes=(".png",), what="confusion matrix")
 
 
 def write_confusion(result: Evaluation, target: str | Path) -> Path:

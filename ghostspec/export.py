@@ -14,6 +14,7 @@ standard-normal batches instead (a smoke run: it exercises the pipeline, not the
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -25,7 +26,13 @@ import numpy as np
 
 from ghostspec import images
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.files import atomic_directory, atomic_path, check_output, check_output_folder
+from ghostspec.files import (
+    atomic_directory,
+    atomic_path,
+    check_output,
+    check_output_folder,
+    write_error,
+)
 from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD
 
 Format = Literal["savedmodel", "tflite", "onnx"]
@@ -265,7 +272,34 @@ def _run_onnx(content: bytes, batch: np.ndarray) -> np.ndarray:
     return session.run(None, {name: batch})[0]
 
 
-def _savedmodel(model: Any, shape: tuple[int | None, ...], directory: Path) -> None:
+# TensorFlow reports a failed write as an op error; these reasons are the OS's, so they become
+# the same message as any other failed write (ghostspec.files.write_error).
+WRITE_FAILURES = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Permission denied": errno.EACCES,
+    "Read-only file system": errno.EROFS,
+    "Operation not permitted": errno.EPERM,
+}
+
+
+def _savedmodel(
+    model: Any, shape: tuple[int | None, ...], directory: Path, shown: Path | str | None = None
+) -> None:
+    """Write a SavedModel to `directory`; a failed write is a SpecError naming `shown`."""
+    import tensorflow as tf
+
+    try:
+        _write_savedmodel(model, shape, directory)
+    except tf.errors.OpError as err:
+        reason = next((r for r in WRITE_FAILURES if r in str(err.message)), None)
+        if reason is None:
+            raise
+        target = shown or f"{directory} (a temporary folder; set TMPDIR to move it)"
+        raise write_error(target, OSError(WRITE_FAILURES[reason], reason)) from None
+
+
+def _write_savedmodel(model: Any, shape: tuple[int | None, ...], directory: Path) -> None:
     import keras
     import tensorflow as tf
 
@@ -341,7 +375,7 @@ def export(
     reference = np.asarray(checked(samples, training=False))
     if to == "savedmodel":
         with atomic_directory(output) as directory:
-            _savedmodel(model, (batch, *image), directory)
+            _savedmodel(model, (batch, *image), directory, output)
             result = compare(reference, _run_savedmodel(directory, samples))
             _require(result, quantize)
         size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())

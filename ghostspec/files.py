@@ -140,10 +140,11 @@ def check_output_folder(target: PathLike, *, inputs: Iterable[PathLike | None] =
     if problem:
         raise _refuse(path, problem, "create the folder first or choose another output path")
     if path.is_symlink() or (path.exists() and not path.is_dir()):
+        kind = "a symbolic link" if path.is_symlink() else "a file"
         raise _refuse(
             path,
-            "exists and is not a folder; a SavedModel is a folder, and ghostspec replaces "
-            "only a previous SavedModel",
+            f"is {kind}; a SavedModel is a folder, and ghostspec replaces only a folder "
+            "holding a previous SavedModel",
             "remove it or choose another output path",
         )
     for source in inputs:

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.files import read_regular_file
+from ghostspec.files import open_regular_file, read_regular_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,6 +38,7 @@ MAX_IMAGE_BYTES = 64 * 2**20
 MAX_PIXELS = 50_000_000  # decoded pixels; a 50-megapixel photo is 150 MB as RGB uint8
 MAX_ASPECT = 50.0  # longer side / shorter side; beyond this it is a banner, not a picture
 DEFAULT_CROP_PCT = 0.875
+TAIL_BYTES = 4096  # how much of a file's end the truncation check reads
 _HINT = "replace or remove the file"
 
 
@@ -67,13 +69,28 @@ def read_image_file(path: str | Path) -> bytes:
 
 def probe_bytes(data: bytes, path: str | Path) -> ImageInfo:
     """Check an image's header and ending without decoding its pixels; SpecError if unusable."""
+    return _probe(io.BytesIO(data), len(data), path)
+
+
+def probe(path: str | Path) -> ImageInfo:
+    """Check one image file, reading only its header and its last bytes (a regular file of at
+    most MAX_IMAGE_BYTES); SpecError naming it if it cannot be used."""
+    with open_regular_file(path, MAX_IMAGE_BYTES, "image file", _HINT) as handle:
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            return _probe(handle, size, path)
+        except OSError as err:
+            raise image_error(path, f"cannot read the image file: {err.strerror}") from None
+
+
+def _probe(handle: BinaryIO, size: int, path: str | Path) -> ImageInfo:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours is stricter
-            with Image.open(io.BytesIO(data)) as image:
-                fmt, (width, height), mode = image.format, image.size, image.mode
+            image = Image.open(handle)  # reads the header only; the handle stays ours
+            fmt, (width, height), mode = image.format, image.size, image.mode
     except Image.DecompressionBombError as err:
         raise image_error(
             path,
@@ -110,14 +127,13 @@ def probe_bytes(data: bytes, path: str | Path) -> ImageInfo:
             f"The limit is {MAX_ASPECT:.0f}:1",
             "crop it to the part that matters, or remove it",
         )
-    if _truncated(fmt, data):
+    handle.seek(0)
+    head = handle.read(64)
+    handle.seek(max(0, size - TAIL_BYTES))
+    tail = handle.read(TAIL_BYTES)
+    if _truncated(fmt, head, tail, size):
         raise image_error(path, f"is a truncated {fmt} file (its end is missing)")
-    return ImageInfo(Path(path), fmt, width, height, _channels(mode), len(data))
-
-
-def probe(path: str | Path) -> ImageInfo:
-    """Read (bounded) and check one image file; SpecError naming it if it cannot be used."""
-    return probe_bytes(read_image_file(path), path)
+    return ImageInfo(Path(path), fmt, width, height, _channels(mode), size)
 
 
 def _channels(mode: str) -> int:
@@ -130,30 +146,29 @@ def _channels(mode: str) -> int:
     return 3  # RGB, P (palette), CMYK and YCbCr decode to RGB
 
 
-def _truncated(fmt: str, data: bytes) -> bool:
-    """A cheap check of the format's end marker, so that truncated downloads are found up front
-    rather than failing inside TensorFlow's decoder in the middle of an epoch."""
+def _truncated(fmt: str, head: bytes, tail: bytes, size: int) -> bool:
+    """A cheap check of the format's end marker (`tail`: the file's last TAIL_BYTES), so that
+    truncated downloads are found up front rather than failing inside TensorFlow's decoder in
+    the middle of an epoch."""
     if fmt == "PNG":
-        return b"IEND" not in data[-64:]
+        return b"IEND" not in tail[-64:]
     if fmt == "JPEG":
         # entropy-coded data never holds FF D9 (FF is stuffed), so a file cut inside the image
         # data has no end-of-image marker near its end; some cameras append bytes after it
-        return b"\xff\xd9" not in data[-4096:]
+        return b"\xff\xd9" not in tail
     if fmt == "GIF":
-        return not data.rstrip(b"\x00").endswith(b";")
-    if fmt == "BMP":
-        offset = int.from_bytes(data[10:14], "little")
-        header = int.from_bytes(data[14:18], "little")
-        if header < 40 or len(data) < 34:
+        return not tail.rstrip(b"\x00").endswith(b";")
+    if fmt == "BMP" and len(head) >= 34:
+        offset = int.from_bytes(head[10:14], "little")
+        header = int.from_bytes(head[14:18], "little")
+        compression = int.from_bytes(head[30:34], "little")
+        if header < 40 or compression not in (0, 3):  # RLE sizes are not known up front
             return False
-        compression = int.from_bytes(data[30:34], "little")
-        if compression not in (0, 3):  # RLE sizes are not known up front; let Pillow tell
-            return False
-        width = abs(int.from_bytes(data[18:22], "little", signed=True))
-        height = abs(int.from_bytes(data[22:26], "little", signed=True))
-        bits = int.from_bytes(data[28:30], "little")
+        width = abs(int.from_bytes(head[18:22], "little", signed=True))
+        height = abs(int.from_bytes(head[22:26], "little", signed=True))
+        bits = int.from_bytes(head[28:30], "little")
         row = (width * bits + 31) // 32 * 4
-        return len(data) < offset + row * height
+        return size < offset + row * height
     return False
 
 

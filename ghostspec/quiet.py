@@ -28,7 +28,8 @@ VERBOSE_ENV = "GHOSTSPEC_VERBOSE"
 LIBRARY_LOGGERS = ("tensorflow", "absl", "keras", "tf2onnx", "h5py")
 LIBRARY_MODULES = r"(tensorflow|tf_keras|keras|tf2onnx|absl|h5py|onnx|google\.protobuf)(\.|$)"
 
-# Lines TensorFlow prints on every start on a machine without a GPU; nothing else is dropped.
+# Lines TensorFlow prints on every start on a machine without a GPU, and the TFLite converter's
+# routine notes; nothing else is dropped.
 # absl INFO/WARNING lines are dropped whole (TF_CPP_MIN_LOG_LEVEL=2 hides them once absl is set
 # up; these come before); of the ERROR lines only the known CUDA probes are.
 NOISE = (
@@ -36,6 +37,7 @@ NOISE = (
     rb"|^WARNING: All log messages before absl::InitializeLog\(\) is called"
     rb"|^To enable the following instructions: .* rebuild TensorFlow"
     rb"|^INFO: Created TensorFlow Lite .*delegate"
+    rb"|^fully_quantize: \d+, inference_type: \d+, "  # the int8 quantizer's settings
     rb"|^E\d{4} \S+\s+\d+ \S+:\d+\] (?:failed call to cuInit|Unable to register cu\w+ factory"
     rb"|computation placer already registered|Could not find cuda drivers)"
 )

@@ -105,7 +105,9 @@ def test_huge_and_banner_images_are_refused_from_the_header(tmp_path: Path) -> N
     assert "400000x1" in message and "aspect ratio" in message
 
 
-def test_a_file_over_the_byte_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_over_the_byte_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "big.png"
     path.write_bytes(_encode(_smooth(), "PNG"))
     monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 100)
@@ -176,7 +178,9 @@ def test_resize_size_follows_the_crop_pct_rule() -> None:
     assert images.resize_size(10, 10, (32, 32), 1.0) == (32, 32)
 
 
-@pytest.mark.parametrize(("size", "crop_pct"), [((24, 24), 0.875), ((20, 30), 0.9), ((32, 32), 1.0)])
+@pytest.mark.parametrize(
+    ("size", "crop_pct"), [((24, 24), 0.875), ((20, 30), 0.9), ((32, 32), 1.0)]
+)
 def test_resize_crop_equals_a_full_resize_then_centre_crop(
     size: tuple[int, int], crop_pct: float
 ) -> None:
@@ -257,50 +261,39 @@ def _ops() -> list[tuple[str, object, object]]:
 
     from ghostspec import augment as a
 
-    f = tf.constant
+    def f(value: float) -> object:
+        return tf.constant([value])  # one parameter per image of the batch
+
+    def affine(*matrix: float) -> object:
+        return lambda p: p.transform(p.size, Image.AFFINE, matrix, Image.BILINEAR, fillcolor=FILL)
+
+    def enhance(kind: type, factor: float) -> object:
+        return lambda p: kind(p).enhance(factor)
+
+    solarize_add = [min(255, i + 50) if i < 128 else i for i in range(256)] * 3
     return [
         ("autocontrast", lambda x: a.auto_contrast(x), ImageOps.autocontrast),
         ("equalize", lambda x: a.equalize(x), ImageOps.equalize),
         ("invert", lambda x: a.invert(x), ImageOps.invert),
         ("posterize", lambda x: a.posterize(x, f(3.0)), lambda p: ImageOps.posterize(p, 3)),
         ("solarize", lambda x: a.solarize(x, f(100.0)), lambda p: ImageOps.solarize(p, 100)),
-        (
-            "solarize_add",
-            lambda x: a.solarize_add(x, f(50.0)),
-            lambda p: p.point([min(255, i + 50) if i < 128 else i for i in range(256)] * 3),
-        ),
-        ("color", lambda x: a.color(x, f(0.3)), lambda p: ImageEnhance.Color(p).enhance(0.3)),
-        (
-            "contrast",
-            lambda x: a.contrast(x, f(1.6)),
-            lambda p: ImageEnhance.Contrast(p).enhance(1.6),
-        ),
-        (
-            "brightness",
-            lambda x: a.brightness(x, f(1.6)),
-            lambda p: ImageEnhance.Brightness(p).enhance(1.6),
-        ),
-        (
-            "sharpness",
-            lambda x: a.sharpness(x, f(0.3)),
-            lambda p: ImageEnhance.Sharpness(p).enhance(0.3),
-        ),
+        ("solarize_add", lambda x: a.solarize_add(x, f(50.0)), lambda p: p.point(solarize_add)),
+        ("color", lambda x: a.color(x, f(0.3)), enhance(ImageEnhance.Color, 0.3)),
+        ("contrast", lambda x: a.contrast(x, f(1.6)), enhance(ImageEnhance.Contrast, 1.6)),
+        ("brightness", lambda x: a.brightness(x, f(1.6)), enhance(ImageEnhance.Brightness, 1.6)),
+        ("sharpness", lambda x: a.sharpness(x, f(0.3)), enhance(ImageEnhance.Sharpness, 0.3)),
         (
             "rotate",
             lambda x: a.rotate(x, f(20.0), FILL),
             lambda p: p.rotate(20, resample=Image.BILINEAR, fillcolor=FILL),
         ),
-        (
-            "shear_x",
-            lambda x: a.shear_x(x, f(0.2), FILL),
-            lambda p: p.transform(p.size, Image.AFFINE, (1, 0.2, 0, 0, 1, 0), Image.BILINEAR, fillcolor=FILL),
-        ),
+        ("shear_x", lambda x: a.shear_x(x, f(0.2), FILL), affine(1, 0.2, 0, 0, 1, 0)),
+        ("shear_y", lambda x: a.shear_y(x, f(-0.2), FILL), affine(1, 0, 0, -0.2, 1, 0)),
+        ("translate_x", lambda x: a.translate_x(x, f(0.3), FILL), affine(1, 0, 0.3 * 45, 0, 1, 0)),
         (
             "translate_y",
             lambda x: a.translate_y(x, f(-0.3), FILL),
-            lambda p: p.transform(
-                p.size, Image.AFFINE, (1, 0, 0, 0, 1, -0.3 * 37), Image.BILINEAR, fillcolor=FILL
-            ),
+            affine(1, 0, 0, 0, 1, -0.3 * 37),
         ),
     ]
 
@@ -309,12 +302,41 @@ def test_randaugment_ops_match_pil() -> None:
     import tensorflow as tf
 
     array = _smooth()
-    x = tf.constant(array, tf.float32)
+    x = tf.constant(array[None], tf.float32)
     for name, ours, theirs in _ops():
-        got = ours(x).numpy()  # type: ignore[operator]
+        got = ours(x).numpy()[0]  # type: ignore[operator]
         want = np.asarray(theirs(Image.fromarray(array)), np.float64)  # type: ignore[operator]
         diff = np.abs(got - want)
-        # pixel ops are exact up to PIL's 8-bit rounding; geometric ones differ by at most one
-        # grey level (float vs fixed-point bilinear weights) except exactly on the image border
+        # pixel ops are exact; geometric ones differ by at most one grey level (float against
+        # fixed-point bilinear weights) except where a sample falls exactly on the image border
         assert diff.max() <= 1.0 or (diff > 1).mean() < 0.01, name
         assert diff.mean() < 0.5, name
+        if name not in ("rotate", "shear_x", "shear_y", "translate_x", "translate_y"):
+            assert diff.max() == 0, name
+
+
+def test_batched_ops_treat_every_image_on_its_own() -> None:
+    import tensorflow as tf
+
+    from ghostspec import augment as a
+
+    batch = np.stack([_smooth(seed=i) for i in range(4)])
+    x = tf.constant(batch, tf.float32)
+    choice = tf.constant([1, -1, 3, 1])  # Equalize, unchanged, Rotate, Equalize
+    level = tf.constant([9.0, 9.0, 5.0, 9.0])
+    out = a.apply_ops(x, choice, level, tf.constant([False] * 4), FILL).numpy()
+    np.testing.assert_array_equal(out[1], batch[1])
+    for i in (0, 3):
+        np.testing.assert_array_equal(
+            out[i], np.asarray(ImageOps.equalize(Image.fromarray(batch[i])))
+        )
+    rotated = a.rotate(x[2:3], tf.constant([15.0]), FILL).numpy()[0]  # level 5 -> 15 degrees
+    np.testing.assert_array_equal(out[2], rotated)
+    # RandAugment over a batch: deterministic in the seed, and images differ in what they get
+    seed = tf.constant([3, 4], tf.int64)
+    first = a.rand_augment(x, seed, layers=2, magnitude=9, std=0.5, fill=FILL).numpy()
+    again = a.rand_augment(x, seed, layers=2, magnitude=9, std=0.5, fill=FILL).numpy()
+    np.testing.assert_array_equal(first, again)
+    erased = a.random_erasing(x / 255.0, seed, 1.0).numpy()
+    changed = (erased != (x / 255.0).numpy()).any(axis=-1).mean(axis=(1, 2))
+    assert ((changed > 0.015) & (changed < 0.34)).all()  # one box of 2-33% of each image

@@ -470,3 +470,24 @@ def test_missing_spec_or_data(capsys: pytest.CaptureFixture, shapes: Path, spec:
         from ghostspec.train import prepare
 
         prepare(spec, shapes, hp=["batch_size=0"])
+
+
+def test_ghostnetv3_run_writes_the_fused_deploy_model(tmp_path: Path) -> None:
+    from ghostspec.modelfile import load_model_file
+
+    spec = tmp_path / "tiny_v3.yaml"
+    spec.write_text(TINY.replace("name: tiny", "name: tiny_v3\nghost: {branches: 2}"))
+    data = make_shapes(tmp_path / "data", classes=4, per_class=16, size=32)
+    out = tmp_path / "run"
+    args = ["train", str(spec), "--data", str(data), "-o", str(out), "--epochs", "1"]
+    assert cli.run([*args, "--batch-size", "16", "--hp", "optimizer.reference_batch=16"]) == 0
+    best, deploy = load_model_file(out / "best.keras"), load_model_file(out / "deploy.keras")
+    assert any("_rpr_" in layer.name for layer in best.model.layers)
+    assert not any("_rpr_" in layer.name for layer in deploy.model.layers)
+    assert deploy.metadata == best.metadata
+    x = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(
+        np.asarray(deploy.model(x, training=False)),
+        np.asarray(best.model(x, training=False)),
+        atol=1e-4,
+    )
