@@ -2,7 +2,7 @@
 ghostspec's training step spends its time.
 
 Run from the repository root:
-`python benchmarks/bench_train.py [--rounds N] [--steps N] [--no-xla] [--no-parts] [--profile]`.
+`python benchmarks/bench_train.py [--rounds N] [--steps N] [--xla] [--no-parts] [--profile]`.
 
 Both models get what `ghostspec train` gives them: the optimizer of the default (finetune)
 recipe built by ghostspec.train.optim (AdamW, weight decay without BatchNorm and biases),
@@ -13,7 +13,7 @@ rescaling layer and with a logits classifier. Rounds alternate the variants, so 
 processes hits all alike; the figure is the median step over all rounds, in images per second.
 
 Variants and parts (what was tried to make the step faster without changing the function):
-- "xla": the same model compiled with `jit_compile=True` (XLA for the train step only).
+- `--xla`: the same model compiled with `jit_compile=True` (XLA for the train step only).
 - parts of one ghostspec step, each its own tf.function: the forward pass in training mode; forward
   and backward (gradients, no update); forward and backward with BatchNorm in inference mode
   (moving statistics instead of batch statistics: what BatchNorm's training mode costs); and the
@@ -103,12 +103,12 @@ def part_fns(model: Any, x: Any, y: Any) -> dict[str, Callable[[], Any]]:
     loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
     weights = model.trainable_variables
 
-    @tf.function
+    @tf.function(autograph=False)
     def forward() -> Any:
         return tf.reduce_sum(model(x, training=True))
 
     def gradients(training: bool) -> Any:
-        @tf.function
+        @tf.function(autograph=False)
         def run() -> Any:
             with tf.GradientTape() as tape:
                 loss = loss_fn(y, model(x, training=training))
@@ -121,7 +121,7 @@ def part_fns(model: Any, x: Any, y: Any) -> dict[str, Callable[[], Any]]:
     optimizer = make_optimizer(recipe, model, make_schedule(recipe, 1000))
     zeros = [tf.zeros_like(w) for w in weights]
 
-    @tf.function
+    @tf.function(autograph=False)
     def update() -> Any:
         optimizer.apply(zeros, weights)
         return optimizer.iterations
@@ -190,34 +190,38 @@ def profile(model: Any, x: Any, y: Any, steps: int, top: int) -> None:
                 by_type[kind] += event.duration_ps / 1e9 / steps  # ms per step
                 count[kind] += 1
     total = sum(by_type.values())
-    groups = {
-        "BatchNorm (forward + gradient)": ("FusedBatchNormV3", "FusedBatchNormGradV3"),
-        "ghost concat/slice (+ gradients)": ("ConcatV2", "Slice", "StridedSlice", "Pad"),
-        "convolutions (+ gradients)": (
-            "Conv2D",
-            "Conv2DBackpropInput",
-            "Conv2DBackpropFilter",
-            "DepthwiseConv2dNative",
-            "DepthwiseConv2dNativeBackpropInput",
-            "DepthwiseConv2dNativeBackpropFilter",
-            "_FusedConv2D",
-        ),
-        "variable reads/writes (optimizer)": (
-            "AssignVariableOp",
-            "AssignSubVariableOp",
-            "AssignAddVariableOp",
-            "ReadVariableOp",
-        ),
-    }
+    grouped: collections.Counter[str] = collections.Counter()
+    for kind, ms in by_type.items():
+        grouped[op_group(kind)] += ms
     print(f"  summed op time {total:.1f} ms per step; by group:")
-    for label, kinds in groups.items():
-        ms = sum(by_type.get(k, 0.0) for k in kinds)
-        print(f"    {label:36s} {ms:8.1f} ms  {100 * ms / total:5.1f}%")
+    for label, ms in grouped.most_common():
+        print(f"    {label:44s} {ms:8.1f} ms  {100 * ms / total:5.1f}%")
     print(f"  top {top} op types:")
     for kind, ms in by_type.most_common(top):
         print(
             f"    {kind:36s} {ms:8.1f} ms  {100 * ms / total:5.1f}%  ({count[kind] // steps}/step)"
         )
+
+
+def op_group(kind: str) -> str:
+    """A coarse class of a TensorFlow (oneDNN: _Mkl...) op type."""
+    if "Depthwise" in kind:
+        return "depthwise convolutions (+ gradients)"
+    if "Conv2D" in kind:
+        return "1x1 and stem convolutions (+ gradients)"
+    if "BatchNorm" in kind:
+        return "fused BatchNorm"
+    if "Concat" in kind or "Slice" in kind:
+        return "concat/slice (ghost modules and their gradients)"
+    if kind in ("Mean", "Sum", "Tile", "SquaredDifference", "Rsqrt", "RsqrtGrad"):
+        return "reductions (BatchNorm statistics, pooling)"
+    if "Variable" in kind or kind.startswith("Assign"):
+        return "variable reads and writes"
+    if kind in ("Mul", "AddV2", "Add", "Sub", "RealDiv", "Neg", "Sqrt", "Square", "Maximum"):
+        return "elementwise arithmetic (BatchNorm, optimizer)"
+    if "Relu" in kind or "Sigmoid" in kind or "Hard" in kind:
+        return "activations (+ gradients)"
+    return "other"
 
 
 def timm_figures(rounds: int, steps: int) -> None:
@@ -261,7 +265,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per variant a round")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--no-xla", action="store_true", help="skip the jit_compile variant")
+    parser.add_argument(
+        "--xla", action="store_true", help="also time jit_compile=True (compiling takes minutes)"
+    )
     parser.add_argument("--no-parts", action="store_true", help="skip the step decomposition")
     parser.add_argument("--profile", action="store_true", help="op-type profile of one step")
     parser.add_argument("--top", type=int, default=12)
@@ -284,7 +290,7 @@ def run(args: argparse.Namespace) -> None:
         "ghostspec large": step_fn(ghost, x, y),
         "MobileNetV3Large": step_fn(compiled(mobilenet_model()), x, y),
     }
-    if not args.no_xla:
+    if args.xla:
         variants["ghostspec large, XLA"] = step_fn(compiled(ghostspec_model(), jit=True), x, y)
     print("training step (train_on_batch), interleaved:")
     medians = report(

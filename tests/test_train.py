@@ -491,3 +491,13 @@ def test_ghostnetv3_run_writes_the_fused_deploy_model(tmp_path: Path) -> None:
         np.asarray(best.model(x, training=False)),
         atol=1e-4,
     )
+
+
+def test_early_stopping_counts_epochs_without_improvement() -> None:
+    from ghostspec.train.callbacks import Stopping
+
+    top1 = Stopping("val_top1", patience=2, min_delta=0.01)
+    assert top1.improved(0.5, None) and top1.improved(0.52, 0.5)
+    assert not top1.improved(0.505, 0.5)  # within min_delta
+    loss = Stopping("val_loss", patience=2, min_delta=0.0)
+    assert loss.improved(0.9, 1.0) and not loss.improved(1.1, 1.0)
