@@ -7,7 +7,9 @@ serves the accuracy, run-folder and metadata tests; the resume test makes two mo
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -64,22 +66,11 @@ def trained(
     args = ["train", str(spec), "--data", str(shapes), "-o", str(out), "--epochs", str(EPOCHS)]
     for hp in FAST:
         args += ["--hp", hp]
-    lines: list[str] = []
-    import builtins
-
-    original = builtins.print
-
-    def capture(*values: object, **kwargs: object) -> None:
-        if kwargs.get("file") is None:
-            lines.append(" ".join(str(v) for v in values))
-        original(*values, **kwargs)  # type: ignore[arg-type]
-
-    builtins.print = capture
-    try:
+    stream = io.StringIO()
+    with contextlib.redirect_stdout(stream):
         code = cli.run(args)
-    finally:
-        builtins.print = original
-    return out, "\n".join(lines), code
+    print(stream.getvalue())
+    return out, stream.getvalue(), code
 
 
 # ------------------------------------------------------------------------ optimizer and schedule
