@@ -155,9 +155,7 @@ def check_state_dict(
     """Every missing, unexpected and mis-shaped tensor of `state` against the plan, leaving out
     the tensors named in `skip`."""
     expected = {t.name: t.shape for t in plan.tensors() if t.name not in skip}
-    given = {
-        k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES) and k not in skip
-    }
+    given = {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES) and k not in skip}
     messages: list[str] = []
     for name, shape in expected.items():
         if name not in given:

@@ -201,11 +201,8 @@ def _check_weights(
         wanted = {t.name: t.shape for t in head.tensors()}
         skip = [n for n, s in wanted.items() if n in state and tuple(state[n].shape) != s]
         if skip:
-            theirs = (
-                state[head.linear.name + ".weight"].shape[0]
-                if (head.linear.name + ".weight" in state)
-                else "?"
-            )
+            kernel = state.get(f"{head.linear.name}.weight")
+            theirs = "?" if kernel is None else kernel.shape[0]
             note = (
                 f"weights: the classifier is re-initialised ({theirs} classes in {weights}, "
                 f"{head.linear.cout} here); skipped {', '.join(skip)}"
