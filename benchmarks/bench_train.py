@@ -13,6 +13,9 @@ rescaling layer and with a logits classifier. Rounds alternate the variants, so 
 processes hits all alike; the figure is the median step over all rounds, in images per second.
 
 Variants and parts (what was tried to make the step faster without changing the function):
+- "Keras BatchNorm": ghostspec's model without `ghostspec.train.fastbn` (BatchNorm's training
+  mode from Keras' separate moments and normalisation ops instead of TensorFlow's fused kernel).
+- "MobileNetV3Large, fused BatchNorm": the same for MobileNetV3Large, for the like-for-like ratio.
 - `--xla`: the same model compiled with `jit_compile=True` (XLA for the train step only).
 - parts of one ghostspec step, each its own tf.function: the forward pass in training mode; forward
   and backward (gradients, no update); forward and backward with BatchNorm in inference mode
@@ -54,22 +57,32 @@ def batch() -> tuple[Any, Any]:
     return x, y
 
 
-def ghostspec_model() -> Any:
+def ghostspec_model(fused: bool = True) -> Any:
+    """The model as `ghostspec train` trains it: BatchNorm on TensorFlow's fused kernel."""
     import ghostspec
+    from ghostspec.train.fastbn import fuse_batch_norm_for_training
 
-    return ghostspec.build(ghostspec.plan(SPEC, input_size=(SIZE, SIZE)))
+    model = ghostspec.build(ghostspec.plan(SPEC, input_size=(SIZE, SIZE)))
+    if fused:
+        fuse_batch_norm_for_training(model)
+    return model
 
 
-def mobilenet_model() -> Any:
+def mobilenet_model(fused: bool = False) -> Any:
     import keras
 
-    return keras.applications.MobileNetV3Large(
+    from ghostspec.train.fastbn import fuse_batch_norm_for_training
+
+    model = keras.applications.MobileNetV3Large(
         input_shape=(SIZE, SIZE, 3),
         weights=None,
         classes=CLASSES,
         include_preprocessing=False,
         classifier_activation=None,  # logits, like ghostspec's classifier
     )
+    if fused:
+        fuse_batch_norm_for_training(model)
+    return model
 
 
 def compiled(model: Any, jit: bool = False) -> Any:
@@ -289,6 +302,8 @@ def run(args: argparse.Namespace) -> None:
     variants = {
         "ghostspec large": step_fn(ghost, x, y),
         "MobileNetV3Large": step_fn(compiled(mobilenet_model()), x, y),
+        "ghostspec large, Keras BatchNorm": step_fn(compiled(ghostspec_model(False)), x, y),
+        "MobileNetV3Large, fused BatchNorm": step_fn(compiled(mobilenet_model(True)), x, y),
     }
     if args.xla:
         variants["ghostspec large, XLA"] = step_fn(compiled(ghostspec_model(), jit=True), x, y)
@@ -296,9 +311,12 @@ def run(args: argparse.Namespace) -> None:
     medians = report(
         interleaved(variants, args.rounds, args.steps, args.warmup), "MobileNetV3Large"
     )
+    mnv3, fused = medians["MobileNetV3Large"], medians["MobileNetV3Large, fused BatchNorm"]
+    ghost_s = medians["ghostspec large"]
     print(
-        f"ratio ghostspec / MobileNetV3Large images/s: "
-        f"{medians['MobileNetV3Large'] / medians['ghostspec large']:.2f}"
+        f"images/s ratios, ghostspec / MobileNetV3Large: as Keras builds it {mnv3 / ghost_s:.2f}; "
+        f"like for like (both on the fused BatchNorm) {fused / ghost_s:.2f}; both on Keras' "
+        f"BatchNorm {mnv3 / medians['ghostspec large, Keras BatchNorm']:.2f}"
     )
     if not args.no_parts:
         print("parts of the ghostspec step (each its own tf.function), interleaved:")

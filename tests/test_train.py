@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -492,3 +493,76 @@ def test_early_stopping_counts_epochs_without_improvement() -> None:
     assert not top1.improved(0.505, 0.5)  # within min_delta
     loss = Stopping("val_loss", patience=2, min_delta=0.0)
     assert loss.improved(0.9, 1.0) and not loss.improved(1.1, 1.0)
+
+
+def test_ema_values_and_exact_restore(spec: Path) -> None:
+    import ghostspec
+    from ghostspec.recipe import load_recipe
+    from ghostspec.train.callbacks import ema_pairs, ema_weights, model_values
+    from ghostspec.train.optim import make_optimizer, make_schedule
+
+    model = ghostspec.build(spec)
+    recipe = load_recipe("finetune", ["ema.decay=0.5"])
+    opt = make_optimizer(recipe, model, make_schedule(recipe, 10))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        opt.apply([rng.normal(size=v.shape).astype("float32") for v in model.trainable_variables])
+    raw = [np.array(w.numpy()) for w in model.weights]
+    averages = {id(v): np.array(a.numpy()) for v, a in ema_pairs(opt)}
+    values = model_values(model, opt, ema=True)
+    for w, value, before in zip(model.weights, values, raw, strict=True):
+        expected = averages.get(id(w), before)  # BatchNorm statistics are not averaged
+        np.testing.assert_array_equal(value, expected)
+    assert any(not np.array_equal(averages[id(v)], v.numpy()) for v, _ in ema_pairs(opt))
+    with ema_weights(opt):
+        for v, _ in ema_pairs(opt):
+            np.testing.assert_array_equal(v.numpy(), averages[id(v)])
+    for w, before in zip(model.weights, raw, strict=True):
+        np.testing.assert_array_equal(w.numpy(), before)  # restored bit for bit
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_parent_folder(
+    spec: Path, shapes: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        err = _bad(["train", str(spec), "--data", str(shapes), "-o", str(locked / "run")], capsys)
+        assert "is not writable" in err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_fused_batch_norm_is_keras_batch_norm(spec: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    import ghostspec
+    from ghostspec.train.fastbn import fuse_batch_norm_for_training
+
+    plain = ghostspec.build(spec, ["head.dropout=0.0"])
+    fused = ghostspec.build(spec, ["head.dropout=0.0"])
+    fused.set_weights(plain.get_weights())
+    bn = [layer for layer in plain.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert fuse_batch_norm_for_training(fused) == len(bn) > 10
+    x = tf.constant(np.random.default_rng(0).normal(size=(8, 32, 32, 3)) * 3 + 1, tf.float32)
+
+    def step(model: keras.Model) -> tuple[np.ndarray, list[np.ndarray]]:
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            loss = tf.reduce_sum(out * tf.range(4, dtype=tf.float32))
+        return out.numpy(), [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+    (out_a, grads_a), (out_b, grads_b) = step(plain), step(fused)
+    np.testing.assert_allclose(out_b, out_a, atol=1e-5)
+    scale = max(float(np.abs(g).max()) for g in grads_a)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-4 * scale)
+    for a, b in zip(plain.get_weights(), fused.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)  # moving statistics updated alike
+    # inference (on statistics that differ by rounding), the layer's class and config: Keras'
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-6)
+    assert [type(layer) for layer in fused.layers] == [type(layer) for layer in plain.layers]
+    assert fused.get_config() == plain.get_config()

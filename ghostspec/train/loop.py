@@ -422,6 +422,7 @@ class _Session:
         train_ds, val_ds, steps = self._datasets(tf)
 
         import ghostspec
+        from ghostspec.train.fastbn import fuse_batch_norm_for_training
         from ghostspec.train.optim import make_optimizer, make_schedule
 
         plan = s.plan
@@ -430,6 +431,7 @@ class _Session:
         classes = len(s.images.classes)
         with strategy.scope():
             model = ghostspec.build(plan)
+            fuse_batch_norm_for_training(model)  # same function, about 30% faster steps
             if s.weights is not None:
                 from ghostspec.weights import load_weights
 
