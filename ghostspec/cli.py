@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ghostspec.diagnostics import Diagnostic, SpecError, render_json, render_text
 
@@ -26,14 +27,22 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so every temporary file is removed on the way out."""
 
 
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
+def _add_overrides(
+    parser: argparse.ArgumentParser, flag: str = "--set", dest: str = "overrides"
+) -> None:
+    """--set for spec values; --hp (dest hyperparameters) for recipe values."""
+    example = (
+        "a spec value, e.g. --set width=1.3 --set stages.0.0.3=2"
+        if flag == "--set"
+        else "a recipe value, e.g. --hp epochs=3 --hp optimizer.lr=0.05"
+    )
     parser.add_argument(
-        "--set",
-        dest="overrides",
+        flag,
+        dest=dest,
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override a spec value, e.g. --set width=1.3 --set stages.0.0.3=2 (repeatable)",
+        help=f"override {example} (repeatable)",
     )
 
 
@@ -52,9 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     verbose.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = commands.add_parser("validate", help="check specs and report every problem with its place")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p = commands.add_parser(
+        "validate", help="check specs and recipes and report every problem with its place"
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE")
     _add_overrides(p)
+    _add_overrides(p, "--hp", "hyperparameters")
     p.add_argument("--format", choices=["text", "json"], default="text")
 
     p = commands.add_parser("inspect", help="print the resolved network: one row per node")
@@ -63,16 +75,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
     _add_overrides(p)
 
-    p = commands.add_parser("schema", help="print, write or check the editor JSON Schema")
+    p = commands.add_parser("schema", help="print, write or check the editor JSON Schemas")
     p.add_argument("-o", "--output", metavar="PATH", help="write the schema to PATH")
+    p.add_argument(
+        "--recipe", action="store_true", help="the training-recipe schema instead of the spec's"
+    )
     p.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 if the committed schema (PATH, or schemas/ghostspec.schema.json) is stale",
+        help="exit 1 if a committed schema is stale: PATH, or both schemas/ghostspec.schema.json "
+        "and schemas/ghostspec-recipe.schema.json",
     )
 
-    p = commands.add_parser("fmt", help="rewrite specs in the canonical layout, comments kept")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p = commands.add_parser(
+        "fmt", help="rewrite specs and recipes in the canonical layout, comments kept"
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
 
     p = commands.add_parser("plot", help="draw the network block by block (SVG or PNG)")
@@ -172,29 +190,59 @@ def _version() -> str:
     return f"ghostspec {__version__}"
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _validate_one(path: str, args: argparse.Namespace) -> dict[str, object]:
+    """Validate a spec or a recipe (told apart by the version key); its summary record."""
     import ghostspec
+    from ghostspec.source import RECIPE, detect_language
 
+    if detect_language(path) is RECIPE:
+        from ghostspec.recipe import load_recipe
+
+        recipe = load_recipe(path, args.hyperparameters)
+        return {
+            "file": path,
+            "kind": "recipe",
+            "name": recipe.name,
+            "epochs": recipe.epochs,
+            "batch_size": recipe.batch_size,
+            "optimizer": recipe.optimizer.kind,
+            "lr": recipe.scaled_lr,
+        }
+    plan = ghostspec.plan(path, args.overrides)
+    return {
+        "file": path,
+        "kind": "spec",
+        "name": plan.name,
+        "blocks": len(plan.blocks),
+        "params": plan.params,
+    }
+
+
+def _summary(v: dict[str, Any]) -> str:
+    if v["kind"] == "recipe":
+        name = f"{v['name']}, " if v["name"] else ""
+        return (
+            f"{v['file']}: ok (recipe {name}{v['epochs']} epochs, batch {v['batch_size']}, "
+            f"{v['optimizer']} at lr {v['lr']:g})"
+        )
+    return f"{v['file']}: ok ({v['name']}, {v['blocks']} blocks, {v['params']:,} parameters)"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
     problems: list[Diagnostic] = []
     valid = []
-    for spec in args.specs:
+    for path in args.specs:
         try:
-            plan = ghostspec.plan(spec, args.overrides)
+            valid.append(_validate_one(path, args))
         except SpecError as err:
             problems.extend(err.diagnostics)
-            continue
-        valid.append(
-            {"file": spec, "name": plan.name, "blocks": len(plan.blocks), "params": plan.params}
-        )
     if args.format == "json":
         print(
             json.dumps({"valid": valid, "diagnostics": [d.to_json() for d in problems]}, indent=2)
         )
     else:
         for v in valid:
-            print(
-                f"{v['file']}: ok ({v['name']}, {v['blocks']} blocks, {v['params']:,} parameters)"
-            )
+            print(_summary(v))
         if problems:
             print(render_text(problems), file=sys.stderr)
     return EXIT_INVALID if problems else EXIT_OK
@@ -217,23 +265,35 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_schema(path: Path, text: str, recipe: bool) -> bool:
+    """Whether the committed schema at `path` is `text`; says what to do when it is not."""
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if current != text:
+        models, flag = ("recipe", " --recipe") if recipe else ("spec", "")
+        state = "is missing" if current is None else f"differs from the {models} models"
+        print(
+            f"{path} {state}; regenerate it with `ghostspec schema{flag} -o {path}` and commit it",
+            file=sys.stderr,
+        )
+        return False
+    print(f"{path}: up to date")
+    return True
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
-    from ghostspec import schema
+    from ghostspec import recipe_schema, schema
     from ghostspec.files import write_text
 
-    text = schema.render()
+    modules = {False: schema, True: recipe_schema}
     if args.check:
-        path = Path(args.output or schema.SCHEMA_PATH)
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
-        if current != text:
-            state = "is missing" if current is None else "differs from the spec models"
-            print(
-                f"{path} {state}; regenerate it with `ghostspec schema -o {path}` and commit it",
-                file=sys.stderr,
-            )
-            return EXIT_FAULT
-        print(f"{path}: up to date")
-        return EXIT_OK
+        # without PATH or --recipe, both committed schemas are checked
+        which = [args.recipe] if (args.output or args.recipe) else [False, True]
+        fresh = [
+            _check_schema(Path(args.output or modules[r].SCHEMA_PATH), modules[r].render(), r)
+            for r in which
+        ]
+        return EXIT_OK if all(fresh) else EXIT_FAULT
+    text = modules[args.recipe].render()
     if args.output:
         check_schema_output(Path(args.output))
         write_text(args.output, text)
@@ -270,13 +330,13 @@ def check_schema_output(path: Path) -> None:
 def cmd_fmt(args: argparse.Namespace) -> int:
     from ghostspec.files import write_text
     from ghostspec.fmt import format_text
-    from ghostspec.source import read_text
+    from ghostspec.source import detect_language, read_text
 
     problems: list[Diagnostic] = []
     changed = []
     for spec in args.specs:
         try:
-            text = read_text(Path(spec))
+            text = read_text(Path(spec), detect_language(spec))
             formatted = format_text(text, spec)
             if formatted != text and not args.check:
                 write_text(spec, formatted)  # through a symlink, keeping the file's mode

@@ -70,9 +70,14 @@ def format_text(text: str, name: str) -> str:
     yaml.indent(mapping=2, sequence=4, offset=2)
     yaml.width = 4096  # a block stays on one line, however long
     yaml.preserve_quotes = True
+    yaml.representer.add_representer(type(None), _null)  # `ema: null` reads better than `ema:`
     stream = io.StringIO()
     yaml.dump(tree, stream)
     return _tighten_nested_lists(stream.getvalue())
+
+
+def _null(representer: Any, _: None) -> Any:
+    return representer.represent_scalar("tag:yaml.org,2002:null", "null")
 
 
 def _tighten_nested_lists(text: str) -> str:

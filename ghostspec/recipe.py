@@ -2,8 +2,9 @@
 
 A recipe is read by the spec's own machinery (source.py: positions, `--hp` overrides, located
 diagnostics); the pydantic models below are the language and the only place defaults live.
-Rules between fields (a warm-up that starts above the rate it warms up to, a crop range written
-backwards) are `rule_problems`, reported on the node they concern.
+A [low, high] range written backwards is refused on the range itself; rules between fields (a
+warm-up that starts above the rate it warms up to, or lasts longer than the run) are
+`rule_problems`, reported on the node to change.
 
 Optimizer fields that the chosen `kind` does not read are ignored (rho by sgd, beta_1 by rmsprop,
 and so on), so that `--hp optimizer.kind=...` switches optimizers without editing the file;
@@ -23,8 +24,11 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Strict,
     StrictBool,
+    Tag,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -32,20 +36,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.source import DocPath, Document, Language, load_document
+from ghostspec.source import RECIPE, DocPath, Document, load_document
 from ghostspec.spec import Name, _not_bool, integer, number
 from ghostspec.validate import validation_diagnostics
 
-VERSION_KEY = "ghostspec-recipe"
+VERSION_KEY = RECIPE.version_key
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 SHORT_NAMES: tuple[str, ...] = ("finetune", "imagenet")
 DEFAULT_RECIPE = "finetune"
-LANGUAGE = Language(
-    noun="recipe",
-    flag="--hp",
-    start="a recipe starts with `ghostspec-recipe: 1`; see `ghostspec schema --recipe`",
-    example="--hp epochs=3 or --hp optimizer.lr=0.05",
-)
 _DEFER_RULES = "ghostspec.recipe.defer_rules"
 
 
@@ -119,8 +117,8 @@ class Schedule(_Model):
 
     kind: Literal["constant", "step", "cosine"] = Field(
         "cosine",
-        description="constant; step (multiply by decay_rate every decay_epochs); cosine (from "
-        "the scaled lr down to min_lr at the last epoch).",
+        description="constant; step (lr * decay_rate ** floor(epoch / decay_epochs)); cosine "
+        "(from the scaled lr down to min_lr at the last epoch).",
     )
     decay_rate: number(gt=0.0, le=1.0) = Field(
         0.973, description="step: the factor applied every decay_epochs."
@@ -133,8 +131,9 @@ class Schedule(_Model):
     )
     warmup_epochs: number(ge=0.0, le=100_000.0) = Field(
         0.0,
-        description="Epochs of linear warm-up from warmup_lr to the scaled lr; 0 for none. The "
-        "schedule's decay counts from the end of the warm-up.",
+        description="Epochs of linear warm-up from warmup_lr to the scaled lr, in place of the "
+        "schedule's first epochs (the schedule counts epochs from the start of training, as "
+        "timm does); 0 for none.",
     )
     warmup_lr: number(ge=0.0, le=100.0) = Field(
         1.0e-6, description="The rate at the first step of the warm-up; at most the scaled lr."
@@ -222,13 +221,48 @@ class TeacherSpec(_Model):
     )
 
 
-KerasPath = Annotated[str, Field(pattern=r"\.keras$", min_length=7)]
+def _keras_file(value: str) -> str:
+    if not value.endswith(".keras"):
+        raise PydanticCustomError(
+            "keras_path",
+            "{value} is not a .keras file; give a saved model (PATH.keras) or {other}",
+            {"value": repr(value), "other": "{spec: PATH, weights: PATH}"},
+        )
+    return value
+
+
+# Union tags in brackets, which error locations drop like pydantic's own (validate._strip_loc).
+FILE_TAG, SPEC_TAG = "teacher[file]", "teacher[spec]"
+
+
+def _teacher_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return FILE_TAG
+    if isinstance(value, dict | TeacherSpec):
+        return SPEC_TAG
+    return None
+
+
+KerasPath = Annotated[
+    str,
+    Strict(),
+    Field(json_schema_extra={"pattern": r"\.keras$"}),
+    AfterValidator(_keras_file),
+]
+Teacher = Annotated[
+    Annotated[KerasPath, Tag(FILE_TAG)] | Annotated[TeacherSpec, Tag(SPEC_TAG)],
+    Discriminator(
+        _teacher_kind,
+        custom_error_type="teacher",
+        custom_error_message="expected a saved model (PATH.keras) or {spec: PATH, weights: PATH}",
+    ),
+]
 
 
 class Distill(_Model):
     """Knowledge distillation from a frozen teacher (GhostNetV3's training strategy)."""
 
-    teacher: KerasPath | TeacherSpec = Field(
+    teacher: Teacher = Field(
         description="A saved model (PATH.keras) or {spec: PATH, weights: PATH}."
     )
     weight: number(ge=0.0, le=1_000.0) = Field(
@@ -379,7 +413,17 @@ def load_recipe(
 ) -> Recipe:
     """Read and validate a recipe file, a short name or `text` named `source`. Raises SpecError."""
     path = source if text is not None else resolve_source(source)
-    doc = load_document(path, tuple(overrides), text=text, language=LANGUAGE)
+    if text is None and not Path(path).exists():
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=str(source),
+                    message="no such recipe file",
+                    hint=f"check the path, or name a shipped recipe: {', '.join(SHORT_NAMES)}",
+                )
+            ]
+        )
+    doc = load_document(path, tuple(overrides), text=text, language=RECIPE)
     return recipe_from_document(doc)
 
 
@@ -412,19 +456,12 @@ def dump_recipe(recipe: Recipe) -> str:
     return format_text(dump_yaml(data), "recipe.yaml")
 
 
-def is_recipe(tree: Any) -> bool:
-    """Whether a loaded top-level mapping declares itself a recipe (by its version key)."""
-    return isinstance(tree, dict) and VERSION_KEY in tree
-
-
 __all__ = [
     "DEFAULT_RECIPE",
-    "LANGUAGE",
     "RECIPES_DIR",
     "VERSION_KEY",
     "Augment",
     "Crop",
-    "Diagnostic",
     "Distill",
     "EarlyStopping",
     "Ema",

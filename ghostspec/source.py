@@ -34,20 +34,46 @@ CORE_TAGS = frozenset(
 
 @dataclass(frozen=True)
 class Language:
-    """What a document is, for the words of its messages: specs and recipes share this module."""
+    """A kind of document (network spec, training recipe): its version key and the words of
+    its messages. Both languages share this module's reading, positions and overrides."""
 
     noun: str
+    title: str
+    version_key: str
     flag: str
     start: str
     example: str
+    used_by: str
 
 
 SPEC = Language(
     noun="spec",
+    title="network spec",
+    version_key="ghostspec",
     flag="--set",
     start="a spec starts with `ghostspec: 1`, a name and its stages",
     example="--set width=1.3 or --set stages.0.0.3=2",
+    used_by="specs go to validate, inspect, plot, build, export and train",
 )
+RECIPE = Language(
+    noun="recipe",
+    title="training recipe",
+    version_key="ghostspec-recipe",
+    flag="--hp",
+    start="a recipe starts with `ghostspec-recipe: 1`",
+    example="--hp epochs=3 or --hp optimizer.lr=0.05",
+    used_by="recipes go to `train --recipe` and validate",
+)
+LANGUAGES = (SPEC, RECIPE)
+
+
+def language_of(tree: Any) -> Language | None:
+    """The language a top-level mapping declares by its version key, if any."""
+    if isinstance(tree, dict):
+        for language in LANGUAGES:
+            if language.version_key in tree:
+                return language
+    return None
 
 
 @dataclass(frozen=True)
@@ -429,6 +455,9 @@ def load_document(
                 )
             ]
         )
+    declared = language_of(tree)
+    if declared is not None and declared is not language and language.version_key not in tree:
+        raise SpecError([_other_language(name, text, tree, declared, language)])
     doc = Document(name=name, text=text, tree=tree, language=language)
     applied = []
     problems = []
@@ -447,6 +476,53 @@ def load_document(
         raise SpecError(problems)
     doc.overrides = tuple(applied)
     return doc
+
+
+def _other_language(
+    name: str, text: str, tree: CommentedMap, declared: Language, expected: Language
+) -> Diagnostic:
+    """A recipe where a spec belongs, or the other way round: one diagnostic, on its version."""
+    line, column = (v + 1 for v in tree.lc.key(declared.version_key))
+    lines = text.splitlines()
+    return Diagnostic(
+        file=name,
+        message=f"this is a {declared.title} (`{declared.version_key}:`), not a {expected.title}",
+        line=line,
+        column=column,
+        hint=f"{declared.used_by}; {expected.start}",
+        source_line=lines[line - 1] if 0 < line <= len(lines) else None,
+    )
+
+
+def detect_language(source: str | Path) -> Language:
+    """The language a file declares by its version key, for commands that take either.
+
+    An empty or non-mapping file counts as a spec, whose loading then says what is wrong; a
+    mapping that declares neither language is refused here with what it should start with.
+    """
+    name = str(source)
+    text = read_text(Path(source))
+    tree = parse_text(text, name)
+    if not isinstance(tree, CommentedMap):
+        return SPEC
+    declared = language_of(tree)
+    if declared is None:
+        lines = text.splitlines()
+        line, column = (v + 1 for v in tree.lc.key(next(iter(tree)))) if tree else (1, 1)
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=name,
+                    message="the file is neither a network spec nor a training recipe: it has "
+                    "no version key",
+                    line=line,
+                    column=column,
+                    hint=f"{SPEC.start}; {RECIPE.start}",
+                    source_line=lines[line - 1] if 0 < line <= len(lines) else None,
+                )
+            ]
+        )
+    return declared
 
 
 def _exists(tree: Any, path: DocPath) -> bool:
