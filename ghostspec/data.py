@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -298,21 +298,70 @@ def _paths_and_labels(checked: Checked) -> tuple[list[bytes], np.ndarray]:
     return paths, np.array([s.label for s in checked.samples], np.int32)
 
 
-def _decoded(checked: Checked, channels: int) -> tf.data.Dataset:
-    """(uint8 image, int32 label) per sample, decoded in parallel, in sample order."""
+def _decoder(channels: int, then: Callable[[tf.Tensor], tf.Tensor] | None = None) -> Callable:
     import tensorflow as tf
 
     from ghostspec.images import decode
 
+    def run(path: tf.Tensor) -> tf.Tensor:
+        image = decode(tf.io.read_file(path), channels)
+        return image if then is None else then(image)
+
+    return run
+
+
+def _streamed(checked: Checked, channels: int, then: Callable | None = None) -> tf.data.Dataset:
+    """(image, int32 label) per sample, decoded in parallel, in sample order. The up-front
+    checks find truncated and damaged headers; ignore_errors is the last guard, so that data
+    damaged in the middle never stops an epoch (TensorFlow's log says what it dropped)."""
+    import tensorflow as tf
+
+    decode = _decoder(channels, then)
     ds = tf.data.Dataset.from_tensor_slices(_paths_and_labels(checked))
     ds = ds.map(
-        lambda p, y: (decode(tf.io.read_file(p), channels), y),
+        lambda p, y: (decode(p), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return ds.ignore_errors()
+
+
+def _cached(
+    checked: Checked, channels: int, then: Callable | None = None, *, strict: bool = False
+) -> tuple[tf.data.Dataset, int]:
+    """Every image decoded once, now, in parallel, into a memory cache: (image, label) in
+    sample order and how many there are. An image TensorFlow cannot decode although its header
+    passed the checks is reported by path (SpecError with `strict`), so the count is exact."""
+    import tensorflow as tf
+
+    decode = _decoder(channels, then)
+    paths, labels = _paths_and_labels(checked)
+    index = np.arange(len(paths), dtype=np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((index, paths, labels))
+    ds = ds.map(
+        lambda i, p, y: (i, decode(p), y),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    # the up-front checks find truncated and damaged headers; this is the last guard, so
-    # that data damaged in the middle never stops an epoch (TensorFlow logs what it dropped)
-    return ds.ignore_errors()
+    ds = ds.ignore_errors().cache()
+    decoded = {int(i) for i in ds.map(lambda i, x, y: i).as_numpy_iterator()}  # fills the cache
+    failed = [checked.samples[i].path for i in range(len(paths)) if i not in decoded]
+    if failed:
+        problems = [
+            Diagnostic(
+                file=str(path),
+                message="cannot be decoded: the image data is damaged (its header is fine)",
+                hint="replace or remove the file",
+                severity="error" if strict else "warning",
+            )
+            for path in failed
+        ]
+        if strict:
+            raise SpecError(problems)
+        report_problems(problems)
+    if not decoded:
+        raise _problem("--data", f"none of the {len(paths)} images can be decoded")
+    count = len(decoded)
+    ds = ds.map(lambda i, x, y: (x, y)).apply(tf.data.experimental.assert_cardinality(count))
+    return ds, count
 
 
 def train_dataset(
@@ -358,15 +407,22 @@ def train_dataset(
     use_cache = fits_in_memory(decoded_bytes) if cache is None else cache
 
     if use_cache:
-        ds = _decoded(checked, channels).cache()
+        ds, n = _cached(checked, channels, strict=strict)
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     else:  # shuffle the (small) file names, not decoded images
         ds = tf.data.Dataset.from_tensor_slices(_paths_and_labels(checked))
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        ds = ds.map(
-            lambda p, y: (aug_decode(p, channels), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        ).ignore_errors()
+        decode = _decoder(channels)
+        ds = ds.map(lambda p, y: (decode(p), y), num_parallel_calls=tf.data.AUTOTUNE)
+        # exactly n images an epoch even if one fails to decode: a later image stands in
+        ds = ds.ignore_errors().repeat().take(n)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n))
+    if n < batch:
+        raise _problem(
+            "--batch-size",
+            f"the training split has {n} usable images, fewer than one batch of {batch}",
+            f"use a batch size of at most {n}",
+        )
     # per-image seeds for the crop and flip, per-batch seeds for RandAugment and erasing
     image_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
     batch_seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
@@ -422,14 +478,6 @@ def train_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def aug_decode(path: tf.Tensor, channels: int) -> tf.Tensor:
-    import tensorflow as tf
-
-    from ghostspec.images import decode
-
-    return decode(tf.io.read_file(path), channels)
-
-
 def eval_dataset(
     samples: Sequence[Sample] | Checked,
     *,
@@ -454,13 +502,13 @@ def eval_dataset(
     if not 0.0 < crop_pct <= 1.0:
         raise _problem("crop_pct", f"{crop_pct} is not in (0, 1]", "0.875 is the usual value")
     checked = samples if isinstance(samples, Checked) else check_samples(samples, strict=strict)
-    ds = _decoded(checked, channels)
-    ds = ds.map(
-        lambda x, y: (eval_preprocess(x, (height, width), crop_pct, mean, std), y),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+
+    def preprocess(image: tf.Tensor) -> tf.Tensor:
+        return eval_preprocess(image, (height, width), crop_pct, mean, std)
+
     nbytes = len(checked.samples) * height * width * channels * 4
     if fits_in_memory(nbytes) if cache is None else cache:
-        ds = ds.cache()
+        ds, _ = _cached(checked, channels, preprocess, strict=strict)
+    else:
+        ds = _streamed(checked, channels, preprocess)
     return ds.batch(batch).prefetch(tf.data.AUTOTUNE)

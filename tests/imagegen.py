@@ -1,7 +1,11 @@
 """Generated image folders for tests: shape classes a tiny network learns in a couple of epochs.
 
-Each image is a coloured shape (random position, size and colour) on a noisy background of a
-different brightness; the class is the shape. Files alternate between PNG and JPEG.
+Measured: the tiny spec of tests/test_evaluate.py (4 classes, Adam 2e-3, batch 32, no
+augmentation) on make_shapes(classes=4, per_class=100) reaches about 70% validation accuracy
+after 3 epochs and 77% after 4 (chance: 25%), in a few seconds on a CPU.
+
+Each image is a bright shape (random position, size and colour) on a dark noisy background (a
+random colour too); the class is the shape. Files alternate between PNG and JPEG.
 """
 
 from __future__ import annotations
@@ -59,11 +63,11 @@ SHAPES: tuple[tuple[str, Mask], ...] = (
 def draw(shape: Mask, rng: np.random.Generator, size: int) -> np.ndarray:
     """One uint8 [size, size, 3] image of `shape`."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    r = rng.uniform(0.22, 0.4) * size
+    r = rng.uniform(0.28, 0.42) * size
     cy, cx = rng.uniform(r, size - r, 2)
-    background = rng.uniform(0, 255, 3)
-    noise = rng.normal(0, 18, (size, size, 3))
-    colour = (background + rng.uniform(90, 165, 3)) % 256  # always far from the background
+    background = rng.uniform(0, 100, 3)  # dark, noisy backgrounds; bright shapes of any hue
+    noise = rng.normal(0, 12, (size, size, 3))
+    colour = rng.uniform(150, 255, 3)
     image = np.where(shape(y, x, cy, cx, r)[..., None], colour, background) + noise
     return np.clip(image, 0, 255).astype(np.uint8)
 
@@ -79,7 +83,7 @@ def make_shapes(
     root: str | Path,
     *,
     classes: int = 4,
-    per_class: int = 40,
+    per_class: int = 100,
     size: int = 32,
     layout: Literal["split", "flat"] = "split",
     seed: int = 0,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from imagegen import make_shapes
+from PIL import Image
 
 from ghostspec import data
 from ghostspec.diagnostics import SpecError
@@ -191,7 +192,18 @@ def _with_bad_files(root: Path) -> list[Path]:
     bad[2].write_bytes(good[: len(good) // 2])
     bad[3].write_bytes(np.random.default_rng(0).bytes(500))
     (folder / "zero.jpg").symlink_to("/dev/zero")
-    return [*bad, folder / "zero.jpg"]
+    Image.new("RGB", (400_000, 1)).save(folder / "banner.png")  # refused from its header
+    return [*bad, folder / "zero.jpg", folder / "banner.png"]
+
+
+def _damaged_inside(folder: Path) -> Path:
+    """A PNG whose header and end are fine but whose pixel data is not: only decoding tells."""
+    content = bytearray(next(folder.glob("*.png")).read_bytes())
+    middle = len(content) // 2
+    content[middle : middle + 40] = bytes(40)
+    path = folder / "inside.png"
+    path.write_bytes(bytes(content))
+    return path
 
 
 def test_unreadable_images_are_reported_by_path_and_skipped(
@@ -199,20 +211,38 @@ def test_unreadable_images_are_reported_by_path_and_skipped(
 ) -> None:
     root = make_shapes(tmp_path / "d", classes=2, per_class=12)
     bad = _with_bad_files(root)
+    inside = _damaged_inside(root / "train" / "square")
     samples = data.discover(root).splits["train"]
-    assert len(samples) == 18 + len(bad)
+    assert len(samples) == 18 + len(bad) + 1
     with caplog.at_level(logging.WARNING, logger="ghostspec.data"):
         ds = data.train_dataset(samples, **PIPELINE, batch=6, augment=AUGMENT, seed=0)
     report = caplog.text
-    assert f"skipping {len(bad)} unreadable images" in report
-    for path in bad:
+    assert f"skipping {len(bad)} unreadable images" in report  # found from the files' headers
+    assert "skipping 1 unreadable image" in report and "cannot be decoded" in report
+    for path in [*bad, inside]:
         assert str(path) in report
     assert "function_node" not in report
+    assert int(ds.cardinality()) == 18 // 6  # known up front: the damaged ones are out
     _, labels = _epoch(ds)  # a whole epoch of the 18 good images, no crash
     assert len(labels) == 18
     with pytest.raises(SpecError) as err:
         data.eval_dataset(samples, **PIPELINE, batch=4, strict=True)
     assert sorted(d.file for d in err.value.diagnostics) == sorted(map(str, bad))
+    good = [s for s in samples if s.path not in bad]
+    with pytest.raises(SpecError, match="cannot be decoded") as err:
+        data.eval_dataset(good, **PIPELINE, batch=4, strict=True)
+    assert [d.file for d in err.value.diagnostics] == [str(inside)]
+
+
+def test_streaming_keeps_the_epoch_length_when_an_image_fails_to_decode(tmp_path: Path) -> None:
+    root = make_shapes(tmp_path / "d", classes=2, per_class=12)
+    _damaged_inside(root / "train" / "square")
+    samples = data.discover(root).splits["train"]
+    assert len(samples) == 19
+    ds = data.train_dataset(samples, **PIPELINE, batch=19, augment=AUGMENT, seed=0, cache=False)
+    assert int(ds.cardinality()) == 1
+    _, labels = _epoch(ds)
+    assert len(labels) == 19  # one of the 19 cannot be decoded: an image of the next pass stands in
 
 
 def test_too_few_images_for_a_batch(split_root: Path) -> None:
