@@ -101,6 +101,7 @@ def check_output(
     folder, that it is not a folder or a device, and that it is none of `inputs` (the same
     file under any name: symlinks and hard links compare equal). Raises SpecError."""
     path = Path(target)
+    _check_not_an_input(path, inputs)
     if suffixes and path.suffix.lower() not in suffixes:
         names = " or ".join(suffixes)
         raise _refuse(
@@ -120,7 +121,6 @@ def check_output(
             "cannot write: it exists and is not a regular file (a device, pipe or socket)",
             "choose another output path",
         )
-    _check_not_an_input(path, inputs)
     return path
 
 
@@ -129,6 +129,7 @@ def check_output_folder(target: PathLike, *, inputs: Iterable[PathLike | None] =
     SavedModel (a folder holding saved_model.pb) or an empty folder, never other files, the
     current folder or a folder holding one of `inputs`. Raises SpecError."""
     path = Path(target)
+    _check_not_an_input(path, inputs)
     here = Path.cwd().resolve()
     if path.exists() and (path.resolve() == here or path.resolve() in here.parents):
         raise _refuse(

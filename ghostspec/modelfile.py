@@ -49,6 +49,9 @@ CODE_LAYERS = frozenset({"Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer"
 # Keras modules whose functions a config may name (activations, losses, ...), never others.
 FUNCTION_MODULES = ("activations", "losses", "metrics", "initializers", "regularizers")
 HINT = "use a .keras file written by `ghostspec build` (or by ghostspec's training)"
+# The registered names of ghostspec's own layers (ghostspec.keras.layers.CUSTOM_OBJECTS, which a
+# test keeps equal), known here without importing Keras so a bad file is refused at once.
+GHOSTSPEC_LAYERS = frozenset({"ghostspec>LegacyNearestUpsample"})
 
 Floats = tuple[Annotated[float, Field(allow_inf_nan=False)], ...]
 
@@ -178,8 +181,6 @@ def _keras_module(module: object) -> bool:
 
 def _config_problem(config: Any) -> str | None:
     """Why config.json may not be handed to Keras: it names code or a foreign class."""
-    from ghostspec.keras.layers import CUSTOM_OBJECTS
-
     stack = [config]
     while stack:
         item = stack.pop()
@@ -202,7 +203,7 @@ def _config_problem(config: Any) -> str | None:
             )
         if module is None or kind.startswith("__"):
             continue  # Keras' own markers (tensors, arrays) and plain names it resolves itself
-        if isinstance(registered, str) and registered in CUSTOM_OBJECTS:
+        if isinstance(registered, str) and registered in GHOSTSPEC_LAYERS:
             continue
         if kind == "function":
             function = f"{module}.{item.get('config')}"

@@ -243,12 +243,69 @@ def test_a_lambda_payload_never_runs(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+class Payload:
+    """Pickled, it runs `touch MARKER` when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_no_payload_in_a_spec_or_weights_file_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ghostspec.weights import read_state_dict
+
+    marker = tmp_path / "ran"
+    spec = tmp_path / "tagged.yaml"
+    spec.write_text(
+        TINY.replace("name: tiny", f"name: !!python/object/apply:os.system ['touch {marker}']")
+    )
+    assert cli.run(["validate", str(spec)]) == 2
+    assert "not allowed" in error_text(capsys)
+    weights = tmp_path / "pickled.npz"
+    np.savez(weights, a=np.array([Payload(marker)], dtype=object))
+    with pytest.raises(SpecError):
+        read_state_dict(weights)
+    assert not marker.exists()
+
+
 def test_a_model_that_does_not_take_images_is_refused(tmp_path: Path) -> None:
     import keras
 
     path = tmp_path / "dense.keras"
     keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)]).save(path)
     one_line_refusal(path, "(None, 8)", "not an image batch")
+
+
+def test_bad_files_are_refused_before_tensorflow_loads(model_file: Path, tmp_path: Path) -> None:
+    from isolation import assert_imports_no_framework
+
+    from ghostspec.keras.layers import CUSTOM_OBJECTS
+    from ghostspec.modelfile import GHOSTSPEC_LAYERS
+
+    assert set(CUSTOM_OBJECTS) == GHOSTSPEC_LAYERS
+    (tmp_path / "empty.keras").write_bytes(b"")
+
+    def foreign(config: dict[str, Any]) -> None:
+        first_layer(config, "Conv2D").update(module="evil", class_name="Evil")
+
+    rewrite_config(model_file, tmp_path / "foreign.keras", foreign)
+    assert_imports_no_framework(
+        f"""
+import sys
+from ghostspec.diagnostics import SpecError
+from ghostspec.modelfile import load_model_file
+for name in ("empty.keras", "foreign.keras"):
+    try:
+        load_model_file({str(tmp_path)!r} + "/" + name)
+        raise SystemExit(name + " was loaded")
+    except SpecError:
+        pass
+"""
+    )
 
 
 def test_only_regular_files_are_read(tmp_path: Path) -> None:
@@ -331,6 +388,9 @@ def _same_file_cases(tmp_path: Path, spec: Path, model_file: Path) -> list[list[
         ["build", str(spec), "--weights", str(weights), "-o", str(tmp_path / "weights.keras")],
         ["plot", str(spec), "-o", str(tmp_path / "link.svg")],
         ["plot", str(spec), "-o", str(spec)],
+        ["export", str(spec), "--to", "tflite", "-o", str(spec)],
+        ["export", str(spec), "--to", "savedmodel", "-o", str(spec)],
+        ["export", str(keras_copy), "--to", "tflite", "-o", str(keras_copy)],
     ]
 
 
@@ -592,7 +652,8 @@ STARTUP_NOISE = [
     b"To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild "
     b"TensorFlow with the appropriate compiler flags.",
     b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
-    b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: INT8",
+    b"fully_quantize: 0, inference_type: 6, input_inference_type: INT8, "
+    b"output_inference_type: INT8",
 ]
 GENUINE = b"E0000 00:00:1.5    6818 graph.cc:1] a genuine TensorFlow error"
 FILTER_CHECK = f"""
