@@ -43,7 +43,7 @@ FAST = [
     "augment.crop=null",
     "label_smoothing=0.0",
 ]
-EPOCHS = 6
+EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_shapes(tmp_path_factory.mktemp("shapes"), classes=4, per_class=120, size=32)
+    return make_shapes(tmp_path_factory.mktemp("shapes"), classes=4, per_class=100, size=32)
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +256,7 @@ def test_last_keras_holds_the_optimizer_state(trained: tuple[Path, str, int]) ->
 
     out, _, _ = trained
     model = load_model_file(out / "last.keras").model
-    steps = (4 * 90) // 16  # 90 training images per class
+    steps = (4 * 75) // 16  # 75 training images per class
     assert int(model.optimizer.iterations.numpy()) == EPOCHS * steps
     assert len(model.optimizer.variables) > len(model.trainable_variables)
 

@@ -96,39 +96,38 @@ def _error(file: str | Path, message: str, hint: str | None = None, path: str = 
     return SpecError([Diagnostic(file=str(file), message=message, hint=hint, path=path)])
 
 
-def _load_recipe(source: Any, hp: Sequence[str]) -> tuple[Any, Document | None, str]:
-    """(Recipe, its document for positions, its file name) from a path, short name, Recipe or
-    None (the shipped small-data recipe)."""
-    from ghostspec.recipe import (
-        DEFAULT_RECIPE,
-        LANGUAGE,
-        Recipe,
-        recipe_from_document,
-        resolve_source,
-    )
+def _load_recipe(source: Any, hp: Sequence[str]) -> tuple[Any, Callable[[], Document] | None, str]:
+    """(Recipe, a way to get its document for positions, its file name) from a path, short name,
+    Recipe or None (the shipped small-data recipe)."""
+    from ghostspec.recipe import DEFAULT_RECIPE, Recipe, load_recipe, resolve_source
+    from ghostspec.source import RECIPE
 
     if isinstance(source, Recipe):
         if hp:
             raise ValueError("hp overrides apply to recipe files; change the Recipe instead")
         return source, None, "recipe"
     path = resolve_source(DEFAULT_RECIPE if source is None else source)
-    doc = load_document(path, tuple(hp), language=LANGUAGE)
-    return recipe_from_document(doc), doc, str(path)
+    recipe = load_recipe(path, tuple(hp))
+    return recipe, lambda: load_document(path, tuple(hp), language=RECIPE), str(path)
 
 
 def _recipe_problem(
-    doc: Document | None, file: str, path: tuple[str, ...], message: str, hint: str
-):
-    if doc is not None:
-        return SpecError([doc.diagnostic(path, message, hint)])
+    document: Callable[[], Document] | None,
+    file: str,
+    path: tuple[str, ...],
+    message: str,
+    hint: str,
+) -> SpecError:
+    if document is not None:
+        return SpecError([document().diagnostic(path, message, hint)])
     return _error(file, message, hint, path=".".join(path))
 
 
-def _unsupported(recipe: Any, doc: Document | None, file: str) -> None:
+def _unsupported(recipe: Any, document: Callable[[], Document] | None, file: str) -> None:
     """Recipe features this version does not train with: refused up front, never ignored."""
     if recipe.precision != "float32":
         raise _recipe_problem(
-            doc,
+            document,
             file,
             ("precision",),
             f"precision {recipe.precision} is not supported by this version of ghostspec train",
@@ -136,7 +135,7 @@ def _unsupported(recipe: Any, doc: Document | None, file: str) -> None:
         )
     if recipe.strategy == "multiworker":
         raise _recipe_problem(
-            doc,
+            document,
             file,
             ("strategy",),
             "strategy multiworker is not supported by this version of ghostspec train",
@@ -144,7 +143,7 @@ def _unsupported(recipe: Any, doc: Document | None, file: str) -> None:
         )
     if recipe.distill is not None:
         raise _recipe_problem(
-            doc,
+            document,
             file,
             ("distill",),
             "knowledge distillation is not supported by this version of ghostspec train",
