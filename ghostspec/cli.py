@@ -534,12 +534,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             weights=args.weights,
         )
     except Interrupted as stop:
+        terminated = isinstance(stop.signal, Terminated)
         print(
-            f"ghostspec: interrupted after {stop.epoch} completed epoch(s); "
-            f"resume with: ghostspec train --resume {stop.run_dir}",
+            f"ghostspec: {'terminated' if terminated else 'interrupted'} after {stop.epoch} "
+            f"completed epoch(s); resume with: ghostspec train --resume {stop.run_dir}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     return EXIT_OK
 
 

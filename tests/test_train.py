@@ -566,3 +566,16 @@ def test_fused_batch_norm_is_keras_batch_norm(spec: Path) -> None:
     np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-6)
     assert [type(layer) for layer in fused.layers] == [type(layer) for layer in plain.layers]
     assert fused.get_config() == plain.get_config()
+
+
+def test_bad_input_is_reported_before_tensorflow_loads(tmp_path: Path) -> None:
+    from isolation import assert_imports_no_framework
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    assert_imports_no_framework(
+        "import sys\n"
+        "from ghostspec import cli\n"
+        f"code = cli.run(['train', {str(spec)!r}, '--data', {str(tmp_path / 'none')!r}])\n"
+        "assert code == 2, code\n"
+    )

@@ -58,9 +58,10 @@ class RunResult:
 class Interrupted(Exception):
     """Training was stopped with Ctrl-C; the run folder holds a resumable checkpoint."""
 
-    def __init__(self, run_dir: Path, epoch: int) -> None:
+    def __init__(self, run_dir: Path, epoch: int, signal: BaseException | None = None) -> None:
         self.run_dir = run_dir
         self.epoch = epoch
+        self.signal = signal  # the KeyboardInterrupt (or the CLI's SIGTERM subclass) caught
         super().__init__(f"interrupted after {epoch} completed epoch(s); resume {run_dir}")
 
 
@@ -616,14 +617,14 @@ class _Session:
                     callbacks=callbacks,
                     verbose=0,
                 )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             with contextlib.suppress(Exception):
                 self.stream.write("\r\033[K" if getattr(self.stream, "isatty", bool)() else "")
             if keeper.last_written != state.epoch and state.checkpoint is not None:
                 # last.keras follows the resume point, not the half-done epoch
                 model.load_weights(folder.state_dir / state.checkpoint)
                 save_last()
-            raise Interrupted(folder.path, state.epoch) from None
+            raise Interrupted(folder.path, state.epoch, stop) from None
         files = self._finish(twin, folder, metadata)
         best = state.best_top1
         self.echo(
