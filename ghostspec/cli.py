@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAULT, EXIT_INVALID = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
 # Commands that load TensorFlow: their terminal is kept quiet (ghostspec.quiet).
-TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile"})
+TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile", "evaluate", "train"})
 
 
 class Terminated(KeyboardInterrupt):
@@ -148,12 +148,65 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
 
     p = commands.add_parser(
+        "evaluate",
+        help="top-1, top-5, loss and per-class accuracy on an image folder",
+        parents=[verbose],
+    )
+    p.add_argument("source", metavar="SPEC|MODEL.keras|RUN_DIR")
+    p.add_argument("--data", required=True, metavar="DIR", help="image folder (see README)")
+    p.add_argument("--weights", metavar="PATH", help="reference state dict to load (specs only)")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--confusion", metavar="confusion.png", help="also draw the confusion matrix")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N")
+    p.add_argument(
+        "--val-split", type=float, metavar="F", help="for DIR/<class>/*: the held-out fraction"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --val-split split")
+    p.add_argument(
+        "--strict-data", action="store_true", help="stop at an unreadable image (default: skip)"
+    )
+    _add_overrides(p)
+
+    p = commands.add_parser(
         "build", help="compile a spec into a Keras model file (.keras)", parents=[verbose]
     )
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("-o", "--output", metavar="OUT.keras", help="default: <spec name>.keras")
     p.add_argument("--weights", metavar="PATH", help="reference state dict to load")
     p.add_argument("--format", choices=["text", "json"], default="text")
+    _add_overrides(p)
+
+    p = commands.add_parser(
+        "train",
+        help="train a spec on an image folder with a recipe; writes a run folder",
+        parents=[verbose],
+    )
+    p.add_argument("spec", nargs="?", metavar="SPEC", help="the spec (not with --resume)")
+    p.add_argument(
+        "--data", metavar="DIR", help="DIR/train/<class>/*, DIR/val/<class>/*; or DIR/<class>/*"
+    )
+    p.add_argument(
+        "--recipe", metavar="FILE|NAME", help="a recipe file, or finetune (default) or imagenet"
+    )
+    p.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe value, e.g. --hp epochs=3 --hp optimizer.lr=0.05 (repeatable)",
+    )
+    p.add_argument("--epochs", type=int, metavar="N", help="the same as --hp epochs=N")
+    p.add_argument(
+        "--batch-size", type=int, metavar="N", help="global batch size (--hp batch_size=N)"
+    )
+    p.add_argument(
+        "--val-split", type=float, metavar="F", help="hold out this fraction of train/ as val"
+    )
+    p.add_argument("--strict-data", action="store_true", help="stop at an unreadable image")
+    p.add_argument("-o", "--output", metavar="RUN_DIR", help="default: runs/<spec name>-<n>")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last epoch")
+    p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
     _add_overrides(p)
     return parser
 
@@ -609,6 +662,63 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from ghostspec.train import Interrupted, train
+
+    hp = list(args.hp)
+    hp += [] if args.epochs is None else [f"epochs={args.epochs}"]
+    hp += [] if args.batch_size is None else [f"batch_size={args.batch_size}"]
+    try:
+        train(
+            args.spec,
+            args.data,
+            args.recipe,
+            overrides=args.overrides,
+            hp=hp,
+            val_split=args.val_split,
+            strict_data=args.strict_data,
+            output=args.output,
+            resume=args.resume,
+            weights=args.weights,
+        )
+    except Interrupted as stop:
+        terminated = isinstance(stop.signal, Terminated)
+        print(
+            f"ghostspec: {'terminated' if terminated else 'interrupted'} after {stop.epoch} "
+            f"completed epoch(s); resume with: ghostspec train --resume {stop.run_dir}",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ghostspec import evaluate
+
+    inputs = [args.source, args.weights]
+    confusion = evaluate.check_png_target(args.confusion, inputs) if args.confusion else None
+    result = evaluate.evaluate(
+        args.source,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        weights=args.weights,
+        overrides=args.overrides,
+        val_split=args.val_split,
+        seed=args.seed,
+        strict=args.strict_data,
+    )
+    if confusion is not None:
+        evaluate.write_confusion(result, confusion)
+    if args.format == "json":
+        print(evaluate.render_json(result))
+    else:
+        print(evaluate.render_table(result, f"{args.source} on {args.data} ({args.split})"))
+        if confusion is not None:
+            print(f"wrote {confusion}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "inspect": cmd_inspect,
@@ -619,6 +729,8 @@ COMMANDS = {
     "list": cmd_list,
     "build": cmd_build,
     "export": cmd_export,
+    "evaluate": cmd_evaluate,
+    "train": cmd_train,
 }
 
 

@@ -4,10 +4,11 @@ Every export runs the artifact on a fixed random batch and compares it to the Ke
 artifacts must agree within 1e-4 (max absolute difference) or the export fails and leaves nothing
 behind; fp16 and int8 report max difference, cosine similarity and top-1 agreement.
 
-Calibration images for int8 are preprocessed the way the reference's ImageNet evaluation does:
-RGB in [0, 1], shorter side resized to H / 0.875, centre crop H x W, then (x - mean) / std with the
-spec's `input.mean` and `input.std`. `random:N` draws N standard-normal batches instead (a smoke
-run: it exercises the pipeline, not the accuracy).
+Calibration images for int8 are preprocessed the way the reference's ImageNet evaluation does
+(`ghostspec.images.eval_preprocess`, which evaluate and training's validation split use too):
+RGB in [0, 1], shorter side resized to floor(H / crop_pct) (crop_pct 0.875), centre crop H x W,
+then (x - mean) / std with the spec's `input.mean` and `input.std`. `random:N` draws N
+standard-normal batches instead (a smoke run: it exercises the pipeline, not the accuracy).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ghostspec import images
 from ghostspec.calibration import DEFAULT_SOURCE, parse_calibration
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import (
@@ -48,7 +50,7 @@ from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD, Plan, fuse_plan
 Format = Literal["savedmodel", "tflite", "onnx"]
 Quantize = Literal["none", "fp16", "int8"]
 FP32_TOLERANCE = 1e-4
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
+IMAGE_SUFFIXES = set(images.IMAGE_SUFFIXES)
 PARITY_SEED = 1234
 INPUT_NAME = "input"
 
@@ -86,6 +88,7 @@ class Preprocessing:
 
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    crop_pct: float = images.DEFAULT_CROP_PCT
 
 
 def compare(reference: np.ndarray, output: np.ndarray) -> Parity:
@@ -194,18 +197,22 @@ def _progress(total: int) -> Callable[[], None]:
     return step
 
 
+def _random_batches(n: int, shape: tuple[int, int, int]) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(0)
+    step = _progress(n)
+    for _ in range(n):
+        step()
+        yield rng.standard_normal((1, *shape), dtype=np.float32)
+
+
 def calibration_batches(
     source: str, shape: tuple[int, int, int], preprocessing: Preprocessing
 ) -> Iterator[np.ndarray]:
-    """Representative inputs for int8: a folder of images or `random:N`."""
+    """Representative inputs for int8: a folder of images or `random:N`. The source and every
+    image are checked when this is called, before the first batch is drawn."""
     parsed = parse_calibration(source)
     if parsed.random is not None:
-        rng = np.random.default_rng(0)
-        step = _progress(parsed.random)
-        for _ in range(parsed.random):
-            step()
-            yield rng.standard_normal((1, *shape), dtype=np.float32)
-        return
+        return _random_batches(parsed.random, shape)
     folder = Path(source)
     if not folder.is_dir():
         raise SpecError(
@@ -221,6 +228,15 @@ def calibration_batches(
     if not files:
         message = "no images (.jpg, .png, .bmp, .gif) in it"
         raise SpecError([Diagnostic(file=source, message=message)])
+    _, problems = images.check_files(files)  # every unusable file named, before converting
+    if problems:
+        raise SpecError([Diagnostic(file=d.file, message=d.message, hint=d.hint) for d in problems])
+    return _image_batches(files, shape, preprocessing)
+
+
+def _image_batches(
+    files: list[Path], shape: tuple[int, int, int], preprocessing: Preprocessing
+) -> Iterator[np.ndarray]:
     step = _progress(len(files))
     for path in files:
         step()
@@ -228,23 +244,11 @@ def calibration_batches(
 
 
 def load_image(path: Path, shape: tuple[int, int, int], pre: Preprocessing) -> np.ndarray:
-    """Decode, resize the shorter side to H / 0.875, centre-crop, scale to [0, 1], normalise."""
-    import tensorflow as tf
-
+    """One image through the checks and the evaluation preprocessing (ghostspec.images)."""
     h, w, c = shape
-    try:
-        image = tf.io.decode_image(tf.io.read_file(str(path)), channels=c, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as err:
-        message = f"cannot read image: {err.message}"
-        raise SpecError([Diagnostic(file=str(path), message=message)]) from None
-    image = tf.cast(image, tf.float32) / 255.0
-    ih, iw = int(image.shape[0]), int(image.shape[1])
-    scale = max(h, w) / 0.875 / min(ih, iw)
-    size = (max(h, round(ih * scale)), max(w, round(iw * scale)))
-    image = tf.image.resize(image, size, method="bilinear", antialias=True)
-    top, left = (size[0] - h) // 2, (size[1] - w) // 2
-    image = image[top : top + h, left : left + w].numpy()
-    return ((image - np.array(pre.mean[:c])) / np.array(pre.std[:c])).astype(np.float32)
+    return images.load_eval_image(
+        path, size=(h, w), channels=c, mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct
+    )
 
 
 def _tflite_bytes(

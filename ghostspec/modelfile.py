@@ -50,8 +50,16 @@ CODE_LAYERS = frozenset({"Lambda", "TFSMLayer", "TorchModuleWrapper", "JaxLayer"
 FUNCTION_MODULES = ("activations", "losses", "metrics", "initializers", "regularizers")
 HINT = "use a .keras file written by `ghostspec build` (or by ghostspec's training)"
 # The registered names of ghostspec's own layers (ghostspec.keras.layers.CUSTOM_OBJECTS, which a
-# test keeps equal), known here without importing Keras so a bad file is refused at once.
-GHOSTSPEC_LAYERS = frozenset({"ghostspec>LegacyNearestUpsample"})
+# test keeps equal), known here without importing Keras so a bad file is refused at once. The
+# schedule and optimizers are `ghostspec train`'s, named by a run's last.keras.
+GHOSTSPEC_LAYERS = frozenset(
+    {
+        "ghostspec>LegacyNearestUpsample",
+        "ghostspec>WarmupSchedule",
+        "ghostspec>L2SGD",
+        "ghostspec>TFRMSprop",
+    }
+)
 
 Floats = tuple[Annotated[float, Field(allow_inf_nan=False)], ...]
 

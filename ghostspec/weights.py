@@ -15,7 +15,7 @@ import io
 import logging
 import re
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -238,10 +238,13 @@ def _plan_layers(plan: Plan) -> Iterator[Layer]:
         yield from node.layers()
 
 
-def check_state_dict(plan: Plan, state: Mapping[str, np.ndarray], file: str) -> list[Diagnostic]:
-    """Every missing, unexpected, mis-shaped, non-float and non-finite tensor of `state`."""
-    expected = {t.name: t.shape for t in plan.tensors()}
-    given = {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES)}
+def check_state_dict(
+    plan: Plan, state: Mapping[str, np.ndarray], file: str, skip: Collection[str] = ()
+) -> list[Diagnostic]:
+    """Every missing, unexpected, mis-shaped, non-float and non-finite tensor of `state`, leaving
+    out the tensors named in `skip`."""
+    expected = {t.name: t.shape for t in plan.tensors() if t.name not in skip}
+    given = {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES) and k not in skip}
     fit: list[str] = []  # names and shapes: one spec/checkpoint mismatch explains them all
     values: list[str] = []
     for name, shape in expected.items():
@@ -297,14 +300,20 @@ def _dtype_name(dtype: np.dtype) -> str:
 
 
 def load_weights(
-    model: keras.Model, plan: Plan, weights: str | Path | Mapping[str, np.ndarray]
+    model: keras.Model,
+    plan: Plan,
+    weights: str | Path | Mapping[str, np.ndarray],
+    *,
+    skip: Collection[str] = (),
 ) -> tuple[str, ...]:
     """Assign a reference state dict (a file or a mapping) to a model built from `plan`.
 
     Nothing is assigned unless every tensor fits: otherwise one SpecError lists every missing,
     unexpected, mis-shaped, non-float and non-finite tensor. `num_batches_tracked` buffers are
-    ignored. A feature extractor skips the head of a classifier checkpoint (`omitted_tensors`),
-    with a logged note; the skipped names are returned.
+    ignored. Tensors named in `skip` are neither required nor assigned: their variables keep their
+    initial values (fine-tuning re-initialises a classifier whose class count differs). A feature
+    extractor skips the head of a classifier checkpoint (`omitted_tensors`), with a logged note;
+    those skipped names are returned.
     """
     if isinstance(weights, Mapping):
         file, state = "<state dict>", unwrap(weights)
@@ -313,21 +322,26 @@ def load_weights(
     skipped = omitted_tensors(plan, state)
     if skipped:
         state = {k: v for k, v in state.items() if k not in set(skipped)}
-    problems = check_state_dict(plan, state, file)
+    problems = check_state_dict(plan, state, file, skip)
     if problems:
         raise SpecError(problems)
     assignments = []
+    kept = set()
     for layer in _plan_layers(plan):
         target = model.get_layer(layer.name)
         for tensor in layer.tensors():
             kind = tensor.name.rsplit(".", 1)[1]
+            if tensor.name in skip:
+                attribute, _ = to_keras(layer, kind, np.zeros(tensor.shape))
+                kept.add(id(getattr(target, attribute)))
+                continue
             attribute, value = to_keras(layer, kind, state[tensor.name])
             variable = getattr(target, attribute)
             value = value.astype(variable.dtype, copy=False)
             if tuple(value.shape) != tuple(variable.shape):
                 raise RuntimeError(f"{tensor.name} maps to {variable.path} of another shape")
             assignments.append((variable, value))
-    covered = {id(variable) for variable, _ in assignments}
+    covered = kept | {id(variable) for variable, _ in assignments}
     left = [v.path for v in model.weights if id(v) not in covered]
     if left:
         raise RuntimeError(f"model weights the plan does not describe: {left}")
