@@ -292,6 +292,16 @@ def _size(size: int | Sequence[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _options() -> tf.data.Options:
+    """One thread per op inside the pipeline: its ops are small, and many threads each would
+    compete with the training step for the same cores."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.threading.max_intra_op_parallelism = 1
+    return options
+
+
 def _paths_and_labels(checked: Checked) -> tuple[list[bytes], np.ndarray]:
     # file names as the OS's bytes: a name that is not valid UTF-8 still opens
     paths = [os.fsencode(s.path) for s in checked.samples]
@@ -475,7 +485,7 @@ def train_dataset(
     ds = tf.data.Dataset.zip(ds, batch_seeds).map(
         plain(per_batch), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
 def eval_dataset(

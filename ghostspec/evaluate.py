@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
+    from ghostspec.modelfile import ModelMetadata
+
 EPSILON = 1e-7  # Keras' backend epsilon, used to clip probabilities
 DEFAULT_SIZE = 224  # for a model that accepts any input size and carries no metadata
 
@@ -141,7 +143,7 @@ def _error(file: str | Path, message: str, hint: str | None = None) -> SpecError
     return SpecError([Diagnostic(file=str(file), message=message, hint=hint)])
 
 
-def load_keras_file(path: Path) -> tuple[Any, Any]:
+def load_keras_file(path: Path) -> tuple[Any, ModelMetadata | None]:
     """(model, metadata or None) of a .keras file, through the one loader (bounded archive,
     safe mode, ghostspec's layers registered, one-line errors)."""
     from ghostspec.modelfile import load_model_file
@@ -201,15 +203,17 @@ def load_source(
         channels = int(model.inputs[0].shape[-1])
         default_mean = IMAGENET_MEAN if channels == 3 else (0.0,) * channels
         default_std = IMAGENET_STD if channels == 3 else (1.0,) * channels
-        size = getattr(meta, "input_size", None) or static or (DEFAULT_SIZE, DEFAULT_SIZE)
+        # a fixed-size model is fed its own size; one that takes any size, the size it was
+        # trained at (its metadata), else the usual 224
+        size = static or (meta and meta.input_size) or (DEFAULT_SIZE, DEFAULT_SIZE)
         return ModelSource(
             model=model,
             name=model.name,
-            classes=tuple(getattr(meta, "classes", None) or ()) or classes_txt,
-            mean=tuple(getattr(meta, "mean", None) or default_mean),
-            std=tuple(getattr(meta, "std", None) or default_std),
+            classes=(meta and meta.classes) or classes_txt,
+            mean=tuple((meta and meta.mean) or default_mean),
+            std=tuple((meta and meta.std) or default_std),
             input_size=(int(size[0]), int(size[1])),
-            crop_pct=float(getattr(meta, "crop_pct", None) or DEFAULT_CROP_PCT),
+            crop_pct=float((meta and meta.crop_pct) or DEFAULT_CROP_PCT),
         )
     from ghostspec import pipeline
 

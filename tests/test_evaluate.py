@@ -185,3 +185,30 @@ def test_cli_json_and_confusion_png(
     assert "does not exist" in capsys.readouterr().err
     assert cli.run(["evaluate", str(model_file), "--data", str(tmp_path / "missing")]) == 2
     assert "the data folder does not exist" in capsys.readouterr().err
+
+
+def test_the_model_files_metadata_names_the_classes_and_preprocessing(
+    model_file: Path, root: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    from ghostspec.modelfile import ModelMetadata, save_model_file
+
+    names = ("ring", "cross", "triangle", "stripes", "square", "circle")
+    path = tmp_path / "with_metadata.keras"
+    meta = ModelMetadata(classes=names, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
+    save_model_file(keras.saving.load_model(model_file), path, meta)
+    source = evaluate.load_source(path)
+    assert (source.classes, source.mean, source.crop_pct) == (names, (0.5,) * 3, 1.0)
+    result = evaluate.evaluate(path, root)
+    assert result.classes == names
+    samples = data.discover(root).splits["val"]
+    ds = data.eval_dataset(
+        samples, size=32, channels=3, mean=meta.mean, std=meta.std, crop_pct=1.0, batch=12
+    )
+    x, y = next(iter(ds))
+    order = {name: i for i, name in enumerate(names)}
+    folder = data.discover(root).classes
+    labels = np.array([order[folder[int(k)]] for k in y.numpy()])
+    predicted = source.model.predict(x.numpy(), verbose=0).argmax(1)
+    assert result.top1 == pytest.approx(float(np.mean(predicted == labels)))

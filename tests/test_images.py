@@ -340,3 +340,26 @@ def test_batched_ops_treat_every_image_on_its_own() -> None:
     erased = a.random_erasing(x / 255.0, seed, 1.0).numpy()
     changed = (erased != (x / 255.0).numpy()).any(axis=-1).mean(axis=(1, 2))
     assert ((changed > 0.015) & (changed < 0.34)).all()  # one box of 2-33% of each image
+
+
+def test_random_resized_crop_windows_follow_the_scale_and_ratio_ranges() -> None:
+    import tensorflow as tf
+
+    from ghostspec import augment as a
+
+    areas, ratios = [], []
+    for i in range(200):
+        seed = tf.constant([i, 7], tf.int64)
+        top, left, h, w = (int(v) for v in a.crop_window(seed, 120, 90, (0.2, 0.6), (0.75, 4 / 3)))
+        assert 0 <= top <= 120 - h and 0 <= left <= 90 - w
+        areas.append(h * w / (120 * 90))
+        ratios.append(w / h)
+    # rounding to whole pixels moves the bounds a little
+    assert min(areas) > 0.19 and max(areas) < 0.62 and np.std(areas) > 0.08
+    assert min(ratios) > 0.72 and max(ratios) < 1.38
+    image = tf.constant(_smooth(120, 90), tf.uint8)
+    out = a.random_resized_crop(
+        image, tf.constant([1, 2], tf.int64), (32, 40), (0.2, 0.6), (0.75, 1.3)
+    )
+    assert out.shape == (32, 40, 3) and float(tf.reduce_max(out)) <= 255.0
+    assert np.array_equal(out.numpy(), np.round(out.numpy()))  # whole grey levels, as PIL's
