@@ -323,7 +323,9 @@ def test_schema_check_covers_both_schemas(
     assert "schemas/ghostspec.schema.json: up to date" in out
     assert "schemas/ghostspec-recipe.schema.json: up to date" in out
 
-    (tmp_path / "schemas" / "ghostspec-recipe.schema.json").write_text("{}\n")
+    stale = json.loads((ROOT / "schemas" / "ghostspec-recipe.schema.json").read_text())
+    stale["description"] = "an older version"  # a schema, but not the models' current one
+    (tmp_path / "schemas" / "ghostspec-recipe.schema.json").write_text(json.dumps(stale))
     assert run(["schema", "--check"]) == 1
     captured = capsys.readouterr()
     assert "schemas/ghostspec.schema.json: up to date" in captured.out
