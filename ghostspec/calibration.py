@@ -1,10 +1,11 @@
 """The `--calibration` argument of int8 export, read once, before any model is built.
 
 `random:N` draws N standard-normal samples (a smoke run of the int8 pipeline, not a calibration
-worth deploying), `DIR` names a folder of images. The converter calibrates one sample at a time
-at about CALIBRATION_SECONDS_PER_MPIXEL seconds per million input pixels (GhostNet 1.0x on two
-cores: 22 ms a sample at 96x96, 75 ms at 224x224), so a count is capped and a long run announced
-before it starts.
+worth deploying), `DIR` names a folder of images or an image folder in the training layouts
+(`calibration_images`: its train split, a bounded seeded draw). The converter calibrates one
+sample at a time at about CALIBRATION_SECONDS_PER_MPIXEL seconds per million input pixels
+(GhostNet 1.0x on two cores: 22 ms a sample at 96x96, 75 ms at 224x224), so a count is capped and
+a long run announced before it starts.
 """
 
 from __future__ import annotations

@@ -630,6 +630,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         ("--calibration", args.calibration),
         ("--calibration-samples", args.calibration_samples),
         ("--eval-data", args.eval_data),
+        ("--val-split", args.val_split),
     ):
         if value is not None and args.quantize != "int8":
             raise SpecError([Diagnostic(file=flag, message="is only used with --quantize int8")])

@@ -7,8 +7,11 @@ behind; fp16 and int8 report max difference, cosine similarity and top-1 agreeme
 Calibration images for int8 are preprocessed the way the reference's ImageNet evaluation does
 (`ghostspec.images.eval_preprocess`, which evaluate and training's validation split use too):
 RGB in [0, 1], shorter side resized to floor(H / crop_pct) (crop_pct 0.875), centre crop H x W,
-then (x - mean) / std with the spec's `input.mean` and `input.std`. `random:N` draws N
-standard-normal batches instead (a smoke run: it exercises the pipeline, not the accuracy).
+then (x - mean) / std with the spec's `input.mean` and `input.std`. Which images calibrate is
+`ghostspec.calibration.calibration_images`'s choice (a folder of images, or the train split of an
+image folder). `random:N` draws N standard-normal batches instead (a smoke run: it exercises the
+pipeline, not the accuracy). Run folders and int8 accuracy: `ghostspec.export_source`,
+`ghostspec.quantized_eval`.
 """
 
 from __future__ import annotations
