@@ -1,16 +1,19 @@
 """The `--calibration` argument of int8 export, read once, before any model is built.
 
 `random:N` draws N standard-normal samples (a smoke run of the int8 pipeline, not a calibration
-worth deploying), `DIR` names a folder of images. The converter calibrates one sample at a time
-at about CALIBRATION_SECONDS_PER_MPIXEL seconds per million input pixels (GhostNet 1.0x on two
-cores: 22 ms a sample at 96x96, 75 ms at 224x224), so a count is capped and a long run announced
-before it starts.
+worth deploying), `DIR` names a folder of images or an image folder in the training layouts
+(`calibration_images`: its train split, a bounded seeded draw). The converter calibrates one
+sample at a time at about CALIBRATION_SECONDS_PER_MPIXEL seconds per million input pixels
+(GhostNet 1.0x on two cores: 22 ms a sample at 96x96, 75 ms at 224x224), so a count is capped and
+a long run announced before it starts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 
@@ -73,3 +76,76 @@ def calibration_notice(samples: int, size: tuple[int, int]) -> str | None:
 
 def _refuse(message: str, hint: str) -> SpecError:
     return SpecError([Diagnostic(file="--calibration", message=message, hint=hint)])
+
+
+DEFAULT_SAMPLES = 200  # images drawn from a calibration folder; the converter's usual count
+
+
+@dataclass(frozen=True)
+class CalibrationImages:
+    """The image files int8 calibration reads, chosen and checked before any model is built:
+    `files` (at most the requested count, in folder order), drawn from `available` images."""
+
+    source: str
+    files: tuple[Path, ...]
+    available: int
+    labelled: bool  # the folder is an image folder of classes (DIR/train/<class>, DIR/<class>)
+
+
+def calibration_images(
+    folder: Path,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    val_split: float | None = None,
+) -> CalibrationImages:
+    """The calibration images of a folder: its own image files (a flat folder of images), or
+    the train split of an image folder in the training layouts (`ghostspec.data.discover`:
+    DIR/train/<class>/..., or DIR/<class>/... split by `val_split`). At most `samples` of them,
+    chosen with `seed`; every chosen file is checked (an unusable one is an error: calibrating on
+    fewer images than asked is not what was asked). Raises SpecError naming the folder."""
+    from ghostspec import images
+    from ghostspec.data import discover
+
+    source = str(folder)
+    if not folder.is_dir():
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=source,
+                    message="calibration source is neither a folder nor random:N",
+                    hint="pass a folder of images, or random:100 for a smoke run",
+                )
+            ]
+        )
+    suffixes = set(images.IMAGE_SUFFIXES)
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        message = f"cannot list the folder: {err.strerror}"
+        raise SpecError([Diagnostic(file=source, message=message)]) from None
+    own = [p for p in entries if p.suffix.lower() in suffixes and not p.name.startswith(".")]
+    labelled = not own
+    if own:
+        files = own
+    else:
+        if not any(p.is_dir() and not p.name.startswith(".") for p in entries):
+            raise SpecError(
+                [
+                    Diagnostic(
+                        file=source,
+                        message="no images (.jpg, .png, .bmp, .gif) in it, and no class folders",
+                        hint="pass a folder of images, or an image folder DIR/train/<class>/...",
+                    )
+                ]
+            )
+        found = discover(folder, val_split=val_split, seed=seed)
+        files = [s.path for s in found.splits["train"]]
+    chosen = files
+    if len(files) > samples:
+        picked = np.random.default_rng(seed).choice(len(files), samples, replace=False)
+        chosen = [files[i] for i in sorted(int(i) for i in picked)]
+    _, problems = images.check_files(chosen)  # every unusable file named, before converting
+    if problems:
+        raise SpecError([Diagnostic(file=d.file, message=d.message, hint=d.hint) for d in problems])
+    return CalibrationImages(source, tuple(chosen), len(files), labelled)

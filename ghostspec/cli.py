@@ -112,13 +112,37 @@ def _parser() -> argparse.ArgumentParser:
         help="write a deployable artifact (SavedModel, TFLite, ONNX), parity-checked",
         parents=[verbose],
     )
-    p.add_argument("source", metavar="SPEC|MODEL.keras")
+    p.add_argument("source", metavar="SPEC|MODEL.keras|RUN_DIR")
     p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx"])
-    p.add_argument("-o", "--output", metavar="PATH", help="default: named after the model")
+    p.add_argument(
+        "-o", "--output", metavar="PATH", help="default: named after the model (or the run)"
+    )
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"))
     p.add_argument("--batch", type=int, metavar="N", help="fixed batch size (TFLite default 1)")
     p.add_argument("--quantize", choices=["none", "fp16", "int8"], default="none")
-    p.add_argument("--calibration", metavar="DIR|random:N", help="int8 representative data")
+    p.add_argument(
+        "--calibration",
+        metavar="DIR|random:N",
+        help="int8 representative data: a folder of images, or an image folder (DIR/train/<class>"
+        "/*, DIR/<class>/*) whose train split is used",
+    )
+    p.add_argument(
+        "--calibration-samples",
+        type=int,
+        metavar="N",
+        help="images drawn from the calibration folder (default 200)",
+    )
+    p.add_argument(
+        "--eval-data",
+        metavar="DIR",
+        help="int8: compare int8 and float top-1 on this image folder's val split (default: the "
+        "--calibration folder when it has class folders)",
+    )
+    p.add_argument(
+        "--val-split", type=float, metavar="F", help="for DIR/train without DIR/val: the val share"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration draw and split")
+    p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--weights", metavar="PATH", help="reference state dict to load (specs only)")
     p.add_argument(
         "--fuse",
@@ -540,14 +564,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _export_model(
-    args: argparse.Namespace,
-) -> tuple[object, object, str, object, tuple[int, int] | None]:
-    """The model to export, the model as built (the parity reference), its name, its
-    preprocessing and its static input size."""
+    args: argparse.Namespace, saved: Any
+) -> tuple[Any, Any, str, Any, tuple[int, int] | None, tuple[str, ...] | None]:
+    """The model to export, the model as built or saved (the parity reference), its name, its
+    preprocessing, its static input size and its class names (None when unknown)."""
     import ghostspec
     from ghostspec.export import Preprocessing
 
-    if _is_model_file(args.source):
+    if saved is not None:  # a run folder or a .keras file (ghostspec.export_source)
         if args.weights or args.overrides:
             raise SpecError(
                 [
@@ -558,32 +582,16 @@ def _export_model(
                     )
                 ]
             )
-        from ghostspec.modelfile import image_input_shape, load_model_file
+        from ghostspec.export_source import load_saved
 
-        model = load_model_file(args.source, compile=False).model
-        if args.fuse and any("_rpr_" in layer.name for layer in model.layers):
-            raise SpecError(
-                [
-                    Diagnostic(
-                        file=args.source,
-                        message="this GhostNetV3 model has training branches, and fusing them "
-                        "needs the spec it was built from",
-                        hint="export the spec with --weights, or pass --no-fuse",
-                    )
-                ]
-            )
-        h, w, _ = image_input_shape(model, args.source)
-        return model, model, model.name, Preprocessing(), None if h is None or w is None else (h, w)
+        m = load_saved(saved, fuse=args.fuse)
+        return m.model, m.reference, m.name, m.preprocessing, m.static, m.classes
     plan, _ = _spec_export_plan(args)
     built = ghostspec.build(plan, weights=args.weights)
     model = ghostspec.fuse(built, plan, batch_norm=True) if args.fuse else built
     h, w, _ = plan.input_shape
     pre = Preprocessing(mean=plan.mean, std=plan.std)
-    return model, built, plan.name, pre, (None if h is None or w is None else (h, w))
-
-
-def _is_model_file(source: str) -> bool:
-    return source.lower().endswith(".keras")
+    return model, built, plan.name, pre, (None if h is None or w is None else (h, w)), None
 
 
 def _spec_export_plan(args: argparse.Namespace) -> tuple[Plan, str]:
@@ -602,40 +610,95 @@ def _spec_export_plan(args: argparse.Namespace) -> tuple[Plan, str]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ghostspec import export
+    from ghostspec.calibration import (
+        DEFAULT_SAMPLES,
+        DEFAULT_SOURCE,
+        calibration_images,
+        calibration_notice,
+        parse_calibration,
+    )
+    from ghostspec.export_source import default_stem, saved_source
 
-    for flag, value in (("--batch", args.batch), ("--input-size", args.input_size)):
+    for flag, value in (
+        ("--batch", args.batch),
+        ("--input-size", args.input_size),
+        ("--calibration-samples", args.calibration_samples),
+    ):
         if value is not None and min(value if isinstance(value, list) else [value]) < 1:
             raise SpecError([Diagnostic(file=flag, message="must be at least 1")])
-    if args.calibration and args.quantize != "int8":
+    for flag, value in (
+        ("--calibration", args.calibration),
+        ("--calibration-samples", args.calibration_samples),
+        ("--eval-data", args.eval_data),
+        ("--val-split", args.val_split),
+    ):
+        if value is not None and args.quantize != "int8":
+            raise SpecError([Diagnostic(file=flag, message="is only used with --quantize int8")])
+    calibration = parse_calibration(args.calibration or DEFAULT_SOURCE)
+    if args.calibration_samples is not None and calibration.folder is None:
         raise SpecError(
-            [Diagnostic(file="--calibration", message="is only used with --quantize int8")]
+            [
+                Diagnostic(
+                    file="--calibration-samples",
+                    message="counts images of a calibration folder; random:N gives its own count",
+                    hint="drop it, or pass --calibration DIR",
+                )
+            ]
         )
+    saved = saved_source(args.source)  # a run folder must hold best.keras: checked first
+    suffix = {"savedmodel": "", "tflite": ".tflite", "onnx": ".onnx"}[args.to]
+    tag = "" if args.quantize == "none" else f"_{args.quantize}"
+
+    def default_path(name: str) -> Path:
+        return Path(
+            f"{name}{tag}_savedmodel" if args.to == "savedmodel" else f"{name}{tag}{suffix}"
+        )
+
+    inputs = (args.source, args.weights, None if saved is None else saved.path)
+    stem = None if saved is None else default_stem(saved)
     output = Path(args.output) if args.output else None
-    inputs = (args.source, args.weights)
+    if output is None and stem is not None:
+        output = default_path(stem)
     if output is not None:  # where the artifact goes is checked before any work
         export.check_artifact_path(args.to, output, inputs)
-    from ghostspec.calibration import DEFAULT_SOURCE, calibration_notice, parse_calibration
-
-    calibration = parse_calibration(args.calibration or DEFAULT_SOURCE)
+    # the calibration images and the images of the accuracy comparison, before any model
+    images = None
+    if args.quantize == "int8" and calibration.folder is not None:
+        images = calibration_images(
+            calibration.folder,
+            samples=args.calibration_samples or DEFAULT_SAMPLES,
+            seed=args.seed,
+            val_split=args.val_split,
+        )
+    comparison = _comparison_data(args, images, saved)
+    samples = calibration.random or (0 if images is None else len(images.files))
     memory = None
-    if not _is_model_file(args.source):
+    if saved is None:
         # spec and size errors, and exports that cannot fit in memory, before TensorFlow loads
         plan, note = _spec_export_plan(args)
         memory = export.plan_memory(
             plan, fuse=args.fuse, to=args.to, batch=args.batch, quantize=args.quantize
         )
         size = (plan.input_shape[0] or 0, plan.input_shape[1] or 0)  # fixed: planned at size
-        notice = calibration_notice(calibration.random or 0, size)
+        notice = calibration_notice(samples, size)
         if args.quantize == "int8" and notice:
             print(notice, file=sys.stderr)
-    model, built, name, pre, static = _export_model(args)
-    if _is_model_file(args.source):
+    model, built, name, pre, static, classes = _export_model(args, saved)
+    if saved is not None:
         requested = (args.input_size[0], args.input_size[1]) if args.input_size else None
         size, note = export.export_size(requested, static, fixed=True, source=args.source)
-    suffix = {"savedmodel": "", "tflite": ".tflite", "onnx": ".onnx"}[args.to]
-    tag = "" if args.quantize == "none" else f"_{args.quantize}"
-    default = f"{name}{tag}_savedmodel" if args.to == "savedmodel" else f"{name}{tag}{suffix}"
-    output = output or export.check_artifact_path(args.to, Path(default), inputs)
+        notice = calibration_notice(samples, size)
+        if args.quantize == "int8" and notice:
+            print(notice, file=sys.stderr)
+    mapping = None
+    if comparison is not None:  # the classes of model and data agree, before converting
+        from ghostspec import quantized_eval
+
+        if args.eval_data is None and not quantized_eval.is_classifier(built):
+            comparison = None  # a backbone calibrated on a labelled folder: nothing to score
+        else:
+            mapping = quantized_eval.label_map(comparison, built, classes)
+    output = output or export.check_artifact_path(args.to, default_path(name), inputs)
     try:
         result = export.export(
             model,
@@ -644,7 +707,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             input_size=size,
             batch=args.batch,
             quantize=args.quantize,
-            calibration=args.calibration,
+            calibration=images or args.calibration,
             preprocessing=pre,
             reference_model=built,
             memory=memory,
@@ -652,6 +715,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     except export.ExportFault as fault:
         print(f"ghostspec: export failed: {fault}", file=sys.stderr)
         return EXIT_FAULT
+    accuracy = None
+    if comparison is not None and mapping is not None:
+        accuracy = quantized_eval.compare(
+            built,
+            result.path.read_bytes(),
+            comparison,
+            mapping,
+            size=size,
+            mean=tuple(pre.mean),
+            std=tuple(pre.std),
+            crop_pct=pre.crop_pct,
+        )
+    if args.format == "json":
+        print(json.dumps(_export_json(result, size, images, accuracy), indent=2))
+        return EXIT_OK
     mib = result.size_bytes / 2**20
     print(
         f"wrote {result.path} ({args.to}, {args.quantize}, {size[0]}x{size[1]}{note}): "
@@ -659,7 +737,57 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     for output_name, parity in result.outputs:  # a backbone: each feature map on its own
         print(f"  {output_name}: {parity.line()}")
+    if images is not None:
+        print(
+            f"  calibrated on {len(images.files)} of {images.available} images in {images.source}"
+        )
+    if accuracy is not None:
+        print(f"  {accuracy.line()}")
     return EXIT_OK
+
+
+def _comparison_data(args: argparse.Namespace, images: Any, saved: Any) -> Any:
+    """The labelled images int8 and float top-1 are compared on (ghostspec.quantized_eval):
+    --eval-data, else the calibration folder when it has classes and the model was trained (a
+    saved model, or a spec with --weights). None when there is nothing to compare on."""
+    if args.quantize != "int8":
+        return None
+    from ghostspec import quantized_eval
+
+    if args.eval_data is not None:
+        return quantized_eval.eval_data(
+            args.eval_data, flag="--eval-data", val_split=args.val_split, seed=args.seed
+        )
+    if images is None or not images.labelled or (saved is None and args.weights is None):
+        return None
+    return quantized_eval.eval_data(
+        images.source, flag="--calibration", val_split=args.val_split, seed=args.seed
+    )
+
+
+def _export_json(result: Any, size: tuple[int, int], images: Any, accuracy: Any) -> dict[str, Any]:
+    """The export's figures for tools: the artifact, its parity, the calibration, int8 top-1."""
+
+    def parity(p: Any) -> dict[str, Any]:
+        return {
+            "max_abs_diff": p.max_abs_diff,
+            "cosine": p.cosine,
+            "top1_agreement": p.top1_agreement,
+        }
+
+    return {
+        "path": str(result.path),
+        "format": result.format,
+        "quantize": result.quantize,
+        "input_size": list(size),
+        "size_bytes": result.size_bytes,
+        "parity": parity(result.parity),
+        "outputs": {name: parity(p) for name, p in result.outputs},
+        "calibration": None
+        if images is None
+        else {"source": images.source, "images": len(images.files), "available": images.available},
+        "int8_accuracy": None if accuracy is None else accuracy.to_json(),
+    }
 
 
 def cmd_train(args: argparse.Namespace) -> int:

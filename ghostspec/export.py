@@ -7,8 +7,11 @@ behind; fp16 and int8 report max difference, cosine similarity and top-1 agreeme
 Calibration images for int8 are preprocessed the way the reference's ImageNet evaluation does
 (`ghostspec.images.eval_preprocess`, which evaluate and training's validation split use too):
 RGB in [0, 1], shorter side resized to floor(H / crop_pct) (crop_pct 0.875), centre crop H x W,
-then (x - mean) / std with the spec's `input.mean` and `input.std`. `random:N` draws N
-standard-normal batches instead (a smoke run: it exercises the pipeline, not the accuracy).
+then (x - mean) / std with the spec's `input.mean` and `input.std`. Which images calibrate is
+`ghostspec.calibration.calibration_images`'s choice (a folder of images, or the train split of an
+image folder). `random:N` draws N standard-normal batches instead (a smoke run: it exercises the
+pipeline, not the accuracy). Run folders and int8 accuracy: `ghostspec.export_source`,
+`ghostspec.quantized_eval`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ from typing import Any, Literal
 import numpy as np
 
 from ghostspec import images
-from ghostspec.calibration import DEFAULT_SOURCE, parse_calibration
+from ghostspec.calibration import (
+    DEFAULT_SOURCE,
+    CalibrationImages,
+    calibration_images,
+    parse_calibration,
+)
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import (
     atomic_directory,
@@ -116,14 +124,27 @@ def tflite_interpreter(content: bytes, threads: int | None = None) -> Any:
 
 def run_tflite(content: bytes, batch: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Run a TFLite model sample by sample at its own batch size, (de)quantizing int8 I/O."""
+    return tflite_runner(content, threads)(batch)
+
+
+def tflite_runner(content: bytes, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A TFLite model as a function of float32 batches of any length: one interpreter, run at
+    the model's own batch size (a last short chunk padded), int8 I/O (de)quantized."""
     interpreter = tflite_interpreter(content, threads)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     n = int(inp["shape"][0])
+    return lambda batch: _run_interpreter(interpreter, inp, out, n, batch)
+
+
+def _run_interpreter(interpreter: Any, inp: Any, out: Any, n: int, batch: np.ndarray) -> np.ndarray:
     results = []
     for start in range(0, len(batch), n):
         x = batch[start : start + n]
+        short = n - len(x)
+        if short:
+            x = np.concatenate([x, np.zeros((short, *x.shape[1:]), x.dtype)])
         if inp["dtype"] == np.int8:
             scale, zero = inp["quantization"]
             x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
@@ -133,7 +154,7 @@ def run_tflite(content: bytes, batch: np.ndarray, threads: int | None = None) ->
         if out["dtype"] == np.int8:
             scale, zero = out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
-        results.append(np.array(y, dtype=np.float32))
+        results.append(np.array(y[: n - short], dtype=np.float32))
     return np.concatenate(results)
 
 
@@ -206,32 +227,18 @@ def _random_batches(n: int, shape: tuple[int, int, int]) -> Iterator[np.ndarray]
 
 
 def calibration_batches(
-    source: str, shape: tuple[int, int, int], preprocessing: Preprocessing
+    source: str | CalibrationImages, shape: tuple[int, int, int], preprocessing: Preprocessing
 ) -> Iterator[np.ndarray]:
-    """Representative inputs for int8: a folder of images or `random:N`. The source and every
-    image are checked when this is called, before the first batch is drawn."""
+    """Representative inputs for int8: images chosen by `calibration_images` (a folder, or
+    already chosen), or `random:N`. The source and every image are checked when this is called,
+    before the first batch is drawn."""
+    if isinstance(source, CalibrationImages):
+        return _image_batches(list(source.files), shape, preprocessing)
     parsed = parse_calibration(source)
     if parsed.random is not None:
         return _random_batches(parsed.random, shape)
-    folder = Path(source)
-    if not folder.is_dir():
-        raise SpecError(
-            [
-                Diagnostic(
-                    file=source,
-                    message="calibration source is neither a folder nor random:N",
-                    hint="pass a folder of images, or random:100 for a smoke run",
-                )
-            ]
-        )
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        message = "no images (.jpg, .png, .bmp, .gif) in it"
-        raise SpecError([Diagnostic(file=source, message=message)])
-    _, problems = images.check_files(files)  # every unusable file named, before converting
-    if problems:
-        raise SpecError([Diagnostic(file=d.file, message=d.message, hint=d.hint) for d in problems])
-    return _image_batches(files, shape, preprocessing)
+    chosen = calibration_images(Path(source))
+    return _image_batches(list(chosen.files), shape, preprocessing)
 
 
 def _image_batches(
@@ -255,7 +262,7 @@ def _tflite_bytes(
     model: Any,
     shape: tuple[int, ...],
     quantize: Quantize,
-    calibration: str | None,
+    calibration: str | CalibrationImages | None,
     preprocessing: Preprocessing,
 ) -> bytes:
     import tensorflow as tf
@@ -271,7 +278,7 @@ def _convert(
     converter: Any,
     shape: tuple[int, ...],
     quantize: Quantize,
-    calibration: str | None,
+    calibration: str | CalibrationImages | None,
     preprocessing: Preprocessing,
 ) -> bytes:
     import tensorflow as tf
@@ -524,7 +531,7 @@ def export(
     input_size: tuple[int, int],
     batch: int | None,
     quantize: Quantize = "none",
-    calibration: str | None = None,
+    calibration: str | CalibrationImages | None = None,
     preprocessing: Preprocessing | None = None,
     reference_model: Any = None,
     memory: ExportMemory | None = None,
@@ -547,7 +554,7 @@ def export(
                 )
             ]
         )
-    if calibration is not None:
+    if isinstance(calibration, str):
         parse_calibration(calibration)
     check_artifact_path(to, output)
     checked = model if reference_model is None else reference_model
