@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import traceback
@@ -23,8 +24,10 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAULT, EXIT_INVALID = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cmd | head -1` reports for other Unix tools
 # Commands that load TensorFlow: their terminal is kept quiet (ghostspec.quiet).
 TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile", "evaluate", "train"})
+SCHEMA_LIMIT = 16 << 20  # a generated schema is about 50 kB
 
 
 class Terminated(KeyboardInterrupt):
@@ -329,7 +332,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _check_schema(path: Path, text: str, recipe: bool) -> bool:
     """Whether the committed schema at `path` is `text`; says what to do when it is not."""
-    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    from ghostspec.files import read_regular_file
+
+    current = None
+    if path.exists():  # a folder, pipe or huge file is bad input (SpecError), not a traceback
+        try:
+            current = read_regular_file(path, SCHEMA_LIMIT, "schema file").decode("utf-8")
+        except UnicodeDecodeError:
+            current = ""  # not the schema
     if current != text:
         models, flag = ("recipe", " --recipe") if recipe else ("spec", "")
         state = "is missing" if current is None else f"differs from the {models} models"
@@ -360,15 +370,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from ghostspec import latency, profile
     from ghostspec.files import write_text
 
-    for flag, value in (("--threads", args.threads), ("--repeats", args.repeats)):
-        if value < 1:
-            raise SpecError([Diagnostic(file=flag, message="must be at least 1")])
+    profile.check_settings(args.threads, args.repeats)
     if args.input_size and min(args.input_size) < 1:
         raise SpecError([Diagnostic(file="--input-size", message="H and W must be at least 1")])
+    inputs = [args.spec]  # neither output may replace the spec
     if args.output:
-        profile.check_target(args.output, tuple(profile.CHART_FORMATS), "-o")
+        profile.check_target(args.output, tuple(profile.CHART_FORMATS), "-o", inputs)
     if args.save:
-        profile.check_target(args.save, (".json",), "--save")
+        profile.check_target(args.save, (".json",), "--save", inputs)
     size = tuple(args.input_size) if args.input_size else None
     ghostspec.plan(args.spec, args.overrides)  # spec errors before TensorFlow loads
     result = profile.measure(
@@ -388,12 +397,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     else:
         print(latency.render_profile_table(result))
     if args.save:
-        write_text(args.save, result.to_json())
+        write_text(args.save, result.to_json(), inputs=inputs)
         print(
             f"wrote {args.save} (join it: ghostspec inspect SPEC --latency {args.save})", file=notes
         )
     if args.output:
-        profile.write_chart(result, args.output)
+        profile.write_chart(result, args.output, inputs)
         print(f"wrote {args.output}", file=notes)
     return EXIT_OK
 
@@ -429,7 +438,7 @@ def check_schema_output(path: Path) -> None:
     if not path.exists():
         return
     try:
-        current = json.loads(read_regular_file(path, 16 << 20, "schema file"))
+        current = json.loads(read_regular_file(path, SCHEMA_LIMIT, "schema file"))
     except (SpecError, ValueError, RecursionError):
         current = None
     if not (isinstance(current, dict) and "$schema" in current):
@@ -676,6 +685,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if saved is None:
         # spec and size errors, and exports that cannot fit in memory, before TensorFlow loads
         plan, note = _spec_export_plan(args)
+        output = output or export.check_artifact_path(args.to, default_path(plan.name), inputs)
         memory = export.plan_memory(
             plan, fuse=args.fuse, to=args.to, batch=args.batch, quantize=args.quantize
         )
@@ -878,8 +888,20 @@ def _tolerant_streams() -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; a reader that closed the pipe (`ghostspec inspect ... | head -1`) ends
+    it quietly, like other Unix tools, instead of with a traceback."""
     try:
-        return COMMANDS[args.command](args)
+        return _handled(args)
+    except BrokenPipeError:
+        _discard_output()
+        return EXIT_BROKEN_PIPE
+
+
+def _handled(args: argparse.Namespace) -> int:
+    try:
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except SpecError as err:
         if getattr(args, "format", "text") == "json":
             print(render_json(err.diagnostics))
@@ -892,6 +914,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("ghostspec: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
     except Exception:
         traceback.print_exc()
         print(
@@ -902,8 +926,27 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_FAULT
 
 
+def _discard_output() -> None:
+    """Point descriptors 1 and 2 at /dev/null, so the flush at exit cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
+
+
+def _finish(code: int) -> None:
+    """Exit with `code`. The command is over: from here a signal takes its default action (the
+    process ends at once, as the shell expects) instead of raising into TensorFlow's clean-up,
+    which prints "Exception ignored" with a traceback."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    sys.exit(code)
 
 
 def main() -> None:
@@ -914,9 +957,14 @@ def main() -> None:
     _tolerant_streams()
     signal.signal(signal.SIGTERM, _terminate)
     args = _parser().parse_args()
-    if args.command in TENSORFLOW_COMMANDS and not quiet.verbose_requested(args.verbose):
-        with quiet.quiet_tensorflow():
+    try:
+        if args.command in TENSORFLOW_COMMANDS and not quiet.verbose_requested(args.verbose):
+            with quiet.quiet_tensorflow():
+                code = _dispatch(args)
+        else:
             code = _dispatch(args)
-    else:
-        code = _dispatch(args)
-    sys.exit(code)
+    except Terminated:  # after the command's own handling (while the terminal is restored)
+        code = EXIT_TERMINATED
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    _finish(code)

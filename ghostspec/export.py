@@ -42,6 +42,7 @@ from ghostspec.files import (
     atomic_path,
     check_output,
     check_output_folder,
+    scratch_environment_tempdir,
     write_error,
 )
 from ghostspec.memory import (
@@ -301,8 +302,9 @@ def _convert(
 
 def _onnx_bytes(model: Any, shape: tuple[int | None, ...]) -> bytes:
     try:
-        import onnxruntime  # noqa: F401
-        import tf2onnx
+        with scratch_environment_tempdir():  # onnxruntime leaves $TMPDIR/.ses as it loads
+            import onnxruntime  # noqa: F401
+            import tf2onnx
     except ImportError:
         raise SpecError(
             [
@@ -472,7 +474,20 @@ def model_footprint(model: Any, image: tuple[int, int, int]) -> Footprint:
             continue
         layers.append(layer)
     probe = keras.Model(model.inputs, outputs)
-    shapes = probe.compute_output_spec(keras.KerasTensor((1, *image)))
+    try:
+        shapes = probe.compute_output_spec(keras.KerasTensor((1, *image)))
+    except ValueError as err:  # a layer that cannot take this size (a pool of a 1x1 map)
+        reason = " ".join(str(err).split()).split(" Received:")[0].rstrip(".")
+        raise SpecError(
+            [
+                Diagnostic(
+                    file="--input-size",
+                    message=f"{image[0]}x{image[1]}: the model cannot run at this size "
+                    f"({reason[:160]})",
+                    hint="use a larger --input-size",
+                )
+            ]
+        ) from None
     sizes = [math.prod(int(d or 1) for d in spec.shape[1:]) for spec in keras.tree.flatten(shapes)]
     groups: list[int] = []
     last = None

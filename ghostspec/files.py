@@ -13,6 +13,8 @@ import errno
 import os
 import shutil
 import stat
+import struct
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -46,11 +48,37 @@ def write_error(target: PathLike, err: OSError) -> SpecError:
 # ------------------------------------------------------------------------------ output checks
 
 
+# chattr +i / +a (Linux): no one, root included, may replace such a file or add to such a folder.
+FS_IOC_GETFLAGS = (2 << 30) | (struct.calcsize("l") << 16) | (ord("f") << 8) | 1
+LOCKED_FLAGS = 0x10 | 0x20  # FS_IMMUTABLE_FL, FS_APPEND_FL
+LOCKED_HINT = "remove the flag (chattr -i or chattr -a; see lsattr), or write elsewhere"
+
+
+def _locked(path: Path) -> bool:
+    """Whether `path` is immutable or append-only, so a write would fail only after the work."""
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (ImportError, OSError):
+        return False
+    try:
+        flags = bytearray(8)
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        return bool(int.from_bytes(flags[:4], sys.byteorder) & LOCKED_FLAGS)
+    except OSError:  # a file system without these flags
+        return False
+    finally:
+        os.close(fd)
+
+
 def _folder_problem(folder: Path) -> str | None:
     """Why files cannot be created in `folder`, or None."""
     if folder.is_dir():
         if not os.access(folder, os.W_OK | os.X_OK):
             return f"cannot write in the folder {str(folder)!r}: permission denied"
+        if _locked(folder):
+            return f"cannot write in the folder {str(folder)!r}: it is immutable or append-only"
         return None
     probe = folder
     while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
@@ -112,8 +140,9 @@ def check_output(
     if problem:
         raise _refuse(path, problem, "create the folder first or choose another output path")
     if real.is_dir():
+        inside = path / f"out{suffixes[0] if suffixes else path.suffix}"
         raise _refuse(
-            path, "cannot write: it is a directory", f"name a file inside it, e.g. {path}/out"
+            path, "cannot write: it is a directory", f"name a file inside it, e.g. {inside}"
         )
     if real.exists() and not real.is_file():
         raise _refuse(
@@ -121,6 +150,8 @@ def check_output(
             "cannot write: it exists and is not a regular file (a device, pipe or socket)",
             "choose another output path",
         )
+    if real.is_file() and _locked(real):
+        raise _refuse(path, "cannot replace it: the file is immutable or append-only", LOCKED_HINT)
     return path
 
 
@@ -156,6 +187,10 @@ def check_output_folder(target: PathLike, *, inputs: Iterable[PathLike | None] =
                 f"holds the input {str(source)!r}; replacing the folder would destroy it",
                 "choose another output folder",
             )
+    if path.is_dir() and _locked(path):
+        raise _refuse(
+            path, "cannot replace it: the folder is immutable or append-only", LOCKED_HINT
+        )
     if path.is_dir() and not (path / SAVEDMODEL_MARKER).is_file():
         with os.scandir(path) as entries:
             if any(True for _ in entries):
@@ -268,6 +303,30 @@ def scratch_tempdir(beside: PathLike) -> Iterator[Path]:
         yield scratch
     finally:
         tempfile.tempdir = previous
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_environment_tempdir() -> Iterator[None]:
+    """TMPDIR, TMP and TEMP pointed at a fresh folder inside the temporary folder for the
+    duration, and that folder removed afterwards: for native code that leaves files in the
+    temporary folder as it loads (onnxruntime's telemetry writes `$TMPDIR/.ses` on import)."""
+    try:
+        scratch = tempfile.mkdtemp(prefix="ghostspec-env-")
+    except OSError:
+        yield  # no room for a folder: the library writes where it would have
+        return
+    names = ("TMPDIR", "TMP", "TEMP")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, scratch))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(scratch, ignore_errors=True)
 
 

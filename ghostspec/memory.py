@@ -261,3 +261,19 @@ def _export_bytes(
         + max(keras_pass, run, convert)
     )
     return ExportMemory(samples, chunk, graph, int(total))
+
+
+# ------------------------------------------------------------------------------------ profile
+
+
+def profile_bytes(deploy: Footprint, samples: int) -> int:
+    """The peak memory of `ghostspec profile` for the deploy form's footprint: `samples` images
+    through the eager Keras model at once (every node's input, kept as calibration data), one
+    interpreter per node and one for the whole network allocated together, and the converter's
+    copies of the weights."""
+    return int(
+        FRAMEWORK_BYTES
+        + (2 + WEIGHT_COPIES) * deploy.weights * FLOAT
+        + samples * (deploy.input + deploy.total) * FLOAT
+        + (deploy.total + deploy.peak) * FLOAT * RUNTIME_OVERHEAD
+    )

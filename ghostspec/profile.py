@@ -20,15 +20,23 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.files import write_with
+from ghostspec.files import check_output, write_with
 from ghostspec.latency import Profile, Segment, Timing, format_ms
-from ghostspec.plan import Node, Plan
+from ghostspec.memory import (
+    USABLE_FRACTION,
+    available_bytes,
+    format_bytes,
+    plan_footprint,
+    profile_bytes,
+)
+from ghostspec.plan import Node, Plan, fuse_plan
 from ghostspec.report import node_row
 
 if TYPE_CHECKING:
@@ -38,6 +46,8 @@ DEFAULT_SIZE = (224, 224)
 CHART_FORMATS = {".png": "png", ".svg": "svg"}
 WARMUP = 5
 CALIBRATION_SAMPLES = 8
+MAX_REPEATS = 10_000
+MAX_THREADS_PER_CPU = 4
 # Layers the Keras backend names by role rather than under their node's name.
 STEM_LAYERS = ("bn1", "act1")
 HEAD_LAYERS = ("global_pool", "flatten")
@@ -53,8 +63,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def check_target(path: str | Path, suffixes: tuple[str, ...], flag: str) -> None:
-    """Refuse an output path before a minute of measuring, not after."""
+def check_target(
+    path: str | Path, suffixes: tuple[str, ...], flag: str, inputs: Iterable[Any] = ()
+) -> None:
+    """Refuse an output path before a minute of measuring, not after: its suffix here, the rest
+    (its folder, not a folder or device itself, none of `inputs`) as for every output."""
     target = Path(path)
     if target.suffix.lower() not in suffixes:
         raise SpecError(
@@ -66,10 +79,43 @@ def check_target(path: str | Path, suffixes: tuple[str, ...], flag: str) -> None
                 )
             ]
         )
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        message = f"cannot write: directory {str(parent)!r} does not exist"
-        raise SpecError([Diagnostic(file=str(target), message=message)])
+    check_output(target, inputs=inputs)
+
+
+def check_settings(threads: int, repeats: int) -> None:
+    """--threads and --repeats within what a measurement can use: a number typed by mistake
+    (--repeats 1000000000) would otherwise run for days, and thousands of interpreter threads
+    abort TensorFlow."""
+    most = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
+    for flag, value, limit, why in (
+        ("--threads", threads, most, f"{MAX_THREADS_PER_CPU} per logical CPU of this machine"),
+        ("--repeats", repeats, MAX_REPEATS, "more rounds do not steady the median further"),
+    ):
+        if value < 1:
+            raise SpecError([Diagnostic(file=flag, message="must be at least 1")])
+        if value > limit:
+            message = f"{value:,} is more than the {limit:,} a profile uses ({why})"
+            raise SpecError(
+                [Diagnostic(file=flag, message=message, hint=f"e.g. {flag} {min(limit, 100)}")]
+            )
+
+
+def check_memory(plan: Plan) -> None:
+    """Refuse, with the estimate, a size whose measurement cannot fit in the memory available
+    (before anything is built): every node's input is computed for CALIBRATION_SAMPLES images
+    at once, and an interpreter per node stays allocated while it is timed."""
+    need = profile_bytes(plan_footprint(fuse_plan(plan, batch_norm=True)), CALIBRATION_SAMPLES)
+    available = available_bytes()
+    if available is None or need <= available * USABLE_FRACTION:
+        return
+    h, w, _ = plan.input_shape
+    message = (
+        f"profiling at {h}x{w} needs about {format_bytes(need)} of memory, and "
+        f"{format_bytes(available)} is available (a profile takes at most "
+        f"{USABLE_FRACTION:.0%} of it)"
+    )
+    hint = "use a smaller --input-size: activations grow with H x W"
+    raise SpecError([Diagnostic(file="--input-size", message=message, hint=hint)])
 
 
 def profile_plan(
@@ -200,7 +246,9 @@ def measure(
     from ghostspec.fusion import fuse, plan_of
     from ghostspec.pipeline import build
 
+    check_settings(threads, repeats)
     plan, size = profile_plan(source, overrides, input_size)
+    check_memory(plan)
     built = build(plan)
     deploy = fuse(built, plan, batch_norm=True)
     deploy_plan = plan_of(deploy, None) if deploy is not built else plan
@@ -265,12 +313,13 @@ def measure(
     )
 
 
-def write_chart(profile: Profile, path: str | Path) -> None:
-    """Bars of measured ms (with the interquartile range) and of MACs per node, side by side."""
+def write_chart(profile: Profile, path: str | Path, inputs: Iterable[Any] = ()) -> None:
+    """Bars of measured ms (with the interquartile range) and of MACs per node, side by side;
+    `inputs`: files the command read, which the chart may not replace."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    check_target(path, tuple(CHART_FORMATS), "-o")
+    check_target(path, tuple(CHART_FORMATS), "-o", inputs)
     names = [s.name for s in profile.segments]
     ms = np.array([s.time.median_ms for s in profile.segments])
     low = ms - np.array([s.time.p25_ms for s in profile.segments])
@@ -303,4 +352,4 @@ def write_chart(profile: Profile, path: str | Path) -> None:
         fontsize=9,
     )
     fmt = CHART_FORMATS[Path(path).suffix.lower()]
-    write_with(path, lambda temp: figure.savefig(temp, format=fmt, dpi=120))
+    write_with(path, lambda temp: figure.savefig(temp, format=fmt, dpi=120), inputs=inputs)

@@ -35,6 +35,7 @@ TORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".bin", ".ckpt")
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 WEIGHTS_LIMIT = 2 << 30  # GhostNet 1.0x is 21 MB; a width-4.0 large model stays under 1 GB
 WRAPPER_KEYS = ("state_dict", "model")
+LISTED_TENSORS = 5  # tensors named one by one for the same problem; more are counted
 BN_VARIABLES = {
     "weight": "gamma",
     "bias": "beta",
@@ -108,6 +109,15 @@ def _read_torch(data: bytes, file: str) -> Any:
             raise _pickled(file, err.qualified) from None
         except TorchFileError as err:
             raise _error(file, f"cannot read the PyTorch file: {err}") from None
+    if not data.startswith(b"\x80"):  # the legacy format is a pickle: protocol 2 and later
+        what = (
+            "is empty" if not data else "is not a PyTorch file (neither a zip archive nor a pickle)"
+        )
+        raise _error(
+            file,
+            f"{what}; it may be truncated or damaged",
+            "save the weights with torch.save(model.state_dict(), path) or as .safetensors",
+        )
     try:
         import torch
     except ImportError:
@@ -247,6 +257,7 @@ def check_state_dict(
     given = {k: v for k, v in state.items() if not k.endswith(IGNORED_SUFFIXES) and k not in skip}
     fit: list[str] = []  # names and shapes: one spec/checkpoint mismatch explains them all
     values: list[str] = []
+    kinds: dict[str, list[str]] = {}  # non-float dtype -> the tensors holding it
     for name, shape in expected.items():
         if name not in given:
             fit.append(f"missing tensor {name!r} (expected shape {list(shape)})")
@@ -257,10 +268,7 @@ def check_state_dict(
                 f"tensor {name!r} has shape {list(array.shape)}, the model needs {list(shape)}"
             )
         elif array.dtype.kind != "f":
-            values.append(
-                f"tensor {name!r} holds {_dtype_name(array.dtype)} values; ghostspec loads "
-                "floating-point weights only (float16, bfloat16, float32, float64)"
-            )
+            kinds.setdefault(_dtype_name(array.dtype), []).append(name)
         else:
             nan = int(np.count_nonzero(np.isnan(array)))
             inf = int(np.count_nonzero(np.isinf(array)))
@@ -269,6 +277,15 @@ def check_state_dict(
                     f"tensor {name!r} has {nan:,} NaN and {inf:,} infinite values, so the model "
                     "would compute NaN"
                 )
+    floats = "ghostspec loads floating-point weights only (float16, bfloat16, float32, float64)"
+    dtypes: list[str] = []
+    for kind, names in kinds.items():  # a whole int8 checkpoint is one line, not hundreds
+        if len(names) > LISTED_TENSORS:
+            shown = ", ".join(repr(n) for n in names[:3])
+            dtypes.append(f"{len(names)} tensors hold {kind} values ({shown} and more); {floats}")
+        else:
+            dtypes.extend(f"tensor {n!r} holds {kind} values; {floats}" for n in names)
+    values = dtypes + values
     for name in given:
         if name not in expected:
             fit.append(f"unexpected tensor {name!r} (shape {list(given[name].shape)})")

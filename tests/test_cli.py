@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +173,47 @@ def test_python_dash_m_and_console_script_agree() -> None:
             [script, "validate", "specs/large.yaml"], cwd=ROOT, capture_output=True, text=True
         )
         assert result.stdout == module.stdout
+
+
+def _ghostspec(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    "argv", [["inspect", "specs/large.yaml"], ["list"], ["validate", "x.yaml", "--format", "json"]]
+)
+def test_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
+    """`ghostspec inspect ... | head -1`: the reader is gone before the first write (its end of
+    the pipe is closed here, so the write fails every time, not only when head wins the race)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = _ghostspec([sys.executable, "-m", "ghostspec", *argv], stdout=write)
+    finally:
+        os.close(write)
+    assert result.returncode == cli.EXIT_BROKEN_PIPE == 128 + signal.SIGPIPE
+    assert result.stderr == b"", result.stderr.decode()
+
+
+LATE_SIGNAL = """
+import atexit, os, signal, sys
+from ghostspec import cli
+
+def listed(args):
+    print("listed", flush=True)
+    # the signal comes once the command is done, while the interpreter shuts down
+    atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))
+    return 0
+
+cli.COMMANDS["list"] = listed
+sys.argv = ["ghostspec", "list"]
+cli.main()
+"""
+
+
+def test_a_signal_after_the_command_ends_the_process_without_a_traceback() -> None:
+    result = _ghostspec([sys.executable, "-c", LATE_SIGNAL], stdout=subprocess.PIPE)
+    assert result.stdout == b"listed\n"
+    assert result.returncode == -signal.SIGTERM, result.stderr.decode()
+    assert b"Traceback" not in result.stderr and b"Exception ignored" not in result.stderr
