@@ -86,16 +86,14 @@ def make_strategy(kind: StrategyKind, devices: Sequence[str] | None = None) -> A
         read_tf_config(required=True)
         return tf.distribute.MultiWorkerMirroredStrategy()
     if devices:
-        known = {d.name.replace("/physical_device:", "") for d in tf.config.list_logical_devices()}
-        known |= {d.name for d in tf.config.list_logical_devices()}
+        available = [d.name for d in tf.config.list_logical_devices()]
         for device in devices:
-            name = device if device.startswith("/") else f"/{device}"
-            short = name.split("device:")[-1].lstrip("/")
-            if not any(k.endswith(short) or k == name for k in known):
+            short = device.lower().removeprefix("/").split("device:")[-1]
+            if not any(name.lower().endswith(short) for name in available):
                 raise _problem(
                     "--devices",
                     f"no device {device!r} on this machine",
-                    f"available: {', '.join(sorted(d.name for d in tf.config.list_logical_devices()))}",
+                    f"available: {', '.join(available)}",
                 )
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
