@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ghostspec import models
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.models import create_model
+from ghostspec.pipeline import build, load, plan
 from ghostspec.plan import Plan, lower, make_divisible
-from ghostspec.source import Document, load_document
+from ghostspec.source import Document
 from ghostspec.spec import Spec
-from ghostspec.validate import size_problems, spec_from_document
+from ghostspec.validate import load_spec_document as load_document
 
 if TYPE_CHECKING:
     import keras
@@ -25,72 +28,20 @@ __all__ = [
     "Spec",
     "SpecError",
     "build",
+    "create_model",
     "export_state_dict",
     "fuse",
     "load",
     "load_document",
     "lower",
     "make_divisible",
+    "models",
     "plan",
 ]
 
 __version__ = "0.1.0"
 
 SpecSource = str | Path | Spec
-
-
-def load(
-    source: str | Path, overrides: list[str] | tuple[str, ...] = (), *, text: str | None = None
-) -> Spec:
-    """Read and validate a spec file (or `text`, named `source`). Raises SpecError."""
-    return _load(source, overrides, text)[0]
-
-
-def _load(
-    source: str | Path, overrides: list[str] | tuple[str, ...], text: str | None
-) -> tuple[Spec, Document]:
-    doc = load_document(source, overrides, text=text)
-    return spec_from_document(doc), doc
-
-
-def plan(
-    source: SpecSource,
-    overrides: list[str] | tuple[str, ...] = (),
-    *,
-    input_size: tuple[int | None, int | None] | None = None,
-) -> Plan:
-    """Load, validate and lower a spec (a path or a Spec) into a Plan. Raises SpecError."""
-    if isinstance(source, Spec):
-        if overrides:
-            raise ValueError("overrides apply to spec files; change the Spec object instead")
-        return lower(source, input_size)
-    spec, doc = _load(source, overrides, None)
-    result = lower(spec, input_size)
-    problems = size_problems(result, doc)
-    if problems:
-        raise SpecError(problems)
-    return result
-
-
-def build(
-    source: SpecSource | Plan,
-    overrides: list[str] | tuple[str, ...] = (),
-    *,
-    weights: str | Path | None = None,
-) -> keras.Model:
-    """Compile a spec (path, Spec or Plan) into a keras.Model, optionally loading weights."""
-    result = source if isinstance(source, Plan) else plan(source, overrides)
-    from ghostspec.keras import build_model
-
-    model = build_model(result)
-    if weights is not None:
-        from ghostspec.weights import load_weights
-
-        load_weights(model, result, weights)
-    from ghostspec.fusion import PLAN_ATTRIBUTE
-
-    setattr(model, PLAN_ATTRIBUTE, result)  # lets fuse() match branches without the spec
-    return model
 
 
 def fuse(
@@ -106,7 +57,8 @@ def fuse(
     """
     from ghostspec.fusion import fuse as _fuse
 
-    return _fuse(model, source, batch_norm)
+    resolved = source if source is None or isinstance(source, Plan) else plan(source)
+    return _fuse(model, resolved, batch_norm)
 
 
 def export_state_dict(model: Any, source: SpecSource | Plan | None = None) -> dict[str, Any]:

@@ -7,27 +7,46 @@ click costs about 0.15 s of imports on its own; rich is imported only where a ta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import logging
-import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ghostspec.diagnostics import Diagnostic, SpecError, render_json, render_text
 
+if TYPE_CHECKING:
+    from ghostspec.plan import Plan
+
 EXIT_OK, EXIT_FAULT, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
+# Commands that load TensorFlow: their terminal is kept quiet (ghostspec.quiet).
+TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile", "evaluate", "train"})
 
 
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every temporary file is removed on the way out."""
+
+
+def _add_overrides(
+    parser: argparse.ArgumentParser, flag: str = "--set", dest: str = "overrides"
+) -> None:
+    """--set for spec values; --hp (dest hyperparameters) for recipe values."""
+    example = (
+        "a spec value, e.g. --set width=1.3 --set stages.0.0.3=2"
+        if flag == "--set"
+        else "a recipe value, e.g. --hp epochs=3 --hp optimizer.lr=0.05"
+    )
     parser.add_argument(
-        "--set",
-        dest="overrides",
+        flag,
+        dest=dest,
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override a spec value, e.g. --set width=1.3 --set stages.0.0.3=2 (repeatable)",
+        help=f"override {example} (repeatable)",
     )
 
 
@@ -37,29 +56,50 @@ def _parser() -> argparse.ArgumentParser:
         description="Compile declarative GhostNet-family specs (YAML or JSON) into Keras 3 models.",
     )
     parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's own start-up and log output (or set GHOSTSPEC_VERBOSE=1)",
+    )
+    verbose = argparse.ArgumentParser(add_help=False)  # `build --verbose` works too
+    verbose.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = commands.add_parser("validate", help="check specs and report every problem with its place")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p = commands.add_parser(
+        "validate", help="check specs and recipes and report every problem with its place"
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE")
     _add_overrides(p)
+    _add_overrides(p, "--hp", "hyperparameters")
     p.add_argument("--format", choices=["text", "json"], default="text")
 
     p = commands.add_parser("inspect", help="print the resolved network: one row per node")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="cost at this size")
     p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p.add_argument(
+        "--latency",
+        metavar="PROFILE.json",
+        help="add measured ms per node from a saved profile (ghostspec profile --save)",
+    )
     _add_overrides(p)
 
-    p = commands.add_parser("schema", help="print, write or check the editor JSON Schema")
+    p = commands.add_parser("schema", help="print, write or check the editor JSON Schemas")
     p.add_argument("-o", "--output", metavar="PATH", help="write the schema to PATH")
+    p.add_argument(
+        "--recipe", action="store_true", help="the training-recipe schema instead of the spec's"
+    )
     p.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 if the committed schema (PATH, or schemas/ghostspec.schema.json) is stale",
+        help="exit 1 if a committed schema is stale: PATH, or both schemas/ghostspec.schema.json "
+        "and schemas/ghostspec-recipe.schema.json",
     )
 
-    p = commands.add_parser("fmt", help="rewrite specs in the canonical layout, comments kept")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p = commands.add_parser(
+        "fmt", help="rewrite specs and recipes in the canonical layout, comments kept"
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
 
     p = commands.add_parser("plot", help="draw the network block by block (SVG or PNG)")
@@ -68,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(p)
 
     p = commands.add_parser(
-        "export", help="write a deployable artifact (SavedModel, TFLite, ONNX), parity-checked"
+        "export",
+        help="write a deployable artifact (SavedModel, TFLite, ONNX), parity-checked",
+        parents=[verbose],
     )
     p.add_argument("source", metavar="SPEC|MODEL.keras")
     p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx"])
@@ -87,11 +129,84 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_overrides(p)
 
-    p = commands.add_parser("build", help="compile a spec into a Keras model file (.keras)")
+    p = commands.add_parser(
+        "profile",
+        help="measure TFLite latency of the deploy form, whole and node by node",
+        parents=[verbose],
+    )
+    p.add_argument("spec", metavar="SPEC|NAME")
+    p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="default: 224 224")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="interpreter threads (1)")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none")
+    p.add_argument("--repeats", type=int, default=100, metavar="N", help="timed rounds (100)")
+    p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p.add_argument("-o", "--output", metavar="profile.png", help="bar chart (.png or .svg)")
+    p.add_argument("--save", metavar="PROFILE.json", help="write it for inspect --latency")
+    _add_overrides(p)
+
+    p = commands.add_parser("list", help="the registered models: a name works wherever SPEC does")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = commands.add_parser(
+        "evaluate",
+        help="top-1, top-5, loss and per-class accuracy on an image folder",
+        parents=[verbose],
+    )
+    p.add_argument("source", metavar="SPEC|MODEL.keras|RUN_DIR")
+    p.add_argument("--data", required=True, metavar="DIR", help="image folder (see README)")
+    p.add_argument("--weights", metavar="PATH", help="reference state dict to load (specs only)")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--confusion", metavar="confusion.png", help="also draw the confusion matrix")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N")
+    p.add_argument(
+        "--val-split", type=float, metavar="F", help="for DIR/<class>/*: the held-out fraction"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --val-split split")
+    p.add_argument(
+        "--strict-data", action="store_true", help="stop at an unreadable image (default: skip)"
+    )
+    _add_overrides(p)
+
+    p = commands.add_parser(
+        "build", help="compile a spec into a Keras model file (.keras)", parents=[verbose]
+    )
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("-o", "--output", metavar="OUT.keras", help="default: <spec name>.keras")
     p.add_argument("--weights", metavar="PATH", help="reference state dict to load")
     p.add_argument("--format", choices=["text", "json"], default="text")
+    _add_overrides(p)
+
+    p = commands.add_parser(
+        "train",
+        help="train a spec on an image folder with a recipe; writes a run folder",
+        parents=[verbose],
+    )
+    p.add_argument("spec", nargs="?", metavar="SPEC", help="the spec (not with --resume)")
+    p.add_argument(
+        "--data", metavar="DIR", help="DIR/train/<class>/*, DIR/val/<class>/*; or DIR/<class>/*"
+    )
+    p.add_argument(
+        "--recipe", metavar="FILE|NAME", help="a recipe file, or finetune (default) or imagenet"
+    )
+    p.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe value, e.g. --hp epochs=3 --hp optimizer.lr=0.05 (repeatable)",
+    )
+    p.add_argument("--epochs", type=int, metavar="N", help="the same as --hp epochs=N")
+    p.add_argument(
+        "--batch-size", type=int, metavar="N", help="global batch size (--hp batch_size=N)"
+    )
+    p.add_argument(
+        "--val-split", type=float, metavar="F", help="hold out this fraction of train/ as val"
+    )
+    p.add_argument("--strict-data", action="store_true", help="stop at an unreadable image")
+    p.add_argument("-o", "--output", metavar="RUN_DIR", help="default: runs/<spec name>-<n>")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last epoch")
+    p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
     _add_overrides(p)
     return parser
 
@@ -102,29 +217,61 @@ def _version() -> str:
     return f"ghostspec {__version__}"
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _validate_one(path: str, args: argparse.Namespace) -> dict[str, object]:
+    """Validate a spec or a recipe (told apart by the version key); its summary record."""
     import ghostspec
+    from ghostspec.languages import LANGUAGES, RECIPE
+    from ghostspec.source import detect_language
 
+    # a registered model name is not a file: the spec loader resolves it (or says what is wrong)
+    if Path(path).exists() and detect_language(path, LANGUAGES) is RECIPE:
+        from ghostspec.recipe import load_recipe
+
+        recipe = load_recipe(path, args.hyperparameters)
+        return {
+            "file": path,
+            "kind": "recipe",
+            "name": recipe.name,
+            "epochs": recipe.epochs,
+            "batch_size": recipe.batch_size,
+            "optimizer": recipe.optimizer.kind,
+            "lr": recipe.scaled_lr,
+        }
+    plan = ghostspec.plan(path, args.overrides)
+    return {
+        "file": path,
+        "kind": "spec",
+        "name": plan.name,
+        "blocks": len(plan.blocks),
+        "params": plan.params,
+    }
+
+
+def _summary(v: dict[str, Any]) -> str:
+    if v["kind"] == "recipe":
+        name = f"{v['name']}, " if v["name"] else ""
+        return (
+            f"{v['file']}: ok (recipe {name}{v['epochs']} epochs, batch {v['batch_size']}, "
+            f"{v['optimizer']} at lr {v['lr']:g})"
+        )
+    return f"{v['file']}: ok ({v['name']}, {v['blocks']} blocks, {v['params']:,} parameters)"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
     problems: list[Diagnostic] = []
     valid = []
-    for spec in args.specs:
+    for path in args.specs:
         try:
-            plan = ghostspec.plan(spec, args.overrides)
+            valid.append(_validate_one(path, args))
         except SpecError as err:
             problems.extend(err.diagnostics)
-            continue
-        valid.append(
-            {"file": spec, "name": plan.name, "blocks": len(plan.blocks), "params": plan.params}
-        )
     if args.format == "json":
         print(
             json.dumps({"valid": valid, "diagnostics": [d.to_json() for d in problems]}, indent=2)
         )
     else:
         for v in valid:
-            print(
-                f"{v['file']}: ok ({v['name']}, {v['blocks']} blocks, {v['params']:,} parameters)"
-            )
+            print(_summary(v))
         if problems:
             print(render_text(problems), file=sys.stderr)
     return EXIT_INVALID if problems else EXIT_OK
@@ -138,33 +285,111 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if size is not None and min(size) < 1:
         raise SpecError([Diagnostic(file="--input-size", message="H and W must be at least 1")])
     plan = ghostspec.plan(args.spec, args.overrides, input_size=size)
+    accepts = plan.input_shape
+    if plan.macs is None:  # any input size: cost it at the reference size instead of not at all
+        from ghostspec.plan import reference_size
+
+        with contextlib.suppress(SpecError):  # no room at that size: --input-size it is
+            at = reference_size(plan.input_shape[:2])
+            plan = ghostspec.plan(args.spec, args.overrides, input_size=at)
+    if args.latency:
+        return _inspect_latency(args, plan)
     if args.format == "json":
-        print(json.dumps(report.plan_report(plan), indent=2))
+        print(json.dumps(report.plan_report(plan, accepts), indent=2))
     elif args.format == "markdown":
-        print(report.render_markdown(plan))
+        print(report.render_markdown(plan, accepts))
     else:
-        print(report.render_table(plan))
+        print(report.render_table(plan, accepts))
+    return EXIT_OK
+
+
+def _check_schema(path: Path, text: str, recipe: bool) -> bool:
+    """Whether the committed schema at `path` is `text`; says what to do when it is not."""
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if current != text:
+        models, flag = ("recipe", " --recipe") if recipe else ("spec", "")
+        state = "is missing" if current is None else f"differs from the {models} models"
+        print(
+            f"{path} {state}; regenerate it with `ghostspec schema{flag} -o {path}` and commit it",
+            file=sys.stderr,
+        )
+        return False
+    print(f"{path}: up to date")
+    return True
+
+
+def _inspect_latency(args: argparse.Namespace, plan: object) -> int:
+    from ghostspec import latency
+
+    profile = latency.read_profile(args.latency)
+    if args.format == "json":
+        print(json.dumps(latency.joined_report(plan, profile), indent=2))  # type: ignore[arg-type]
+    elif args.format == "markdown":
+        print(latency.render_joined_markdown(plan, profile))  # type: ignore[arg-type]
+    else:
+        print(latency.render_joined_table(plan, profile))  # type: ignore[arg-type]
+    return EXIT_OK
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import ghostspec
+    from ghostspec import latency, profile
+    from ghostspec.files import write_text
+
+    for flag, value in (("--threads", args.threads), ("--repeats", args.repeats)):
+        if value < 1:
+            raise SpecError([Diagnostic(file=flag, message="must be at least 1")])
+    if args.input_size and min(args.input_size) < 1:
+        raise SpecError([Diagnostic(file="--input-size", message="H and W must be at least 1")])
+    if args.output:
+        profile.check_target(args.output, tuple(profile.CHART_FORMATS), "-o")
+    if args.save:
+        profile.check_target(args.save, (".json",), "--save")
+    size = tuple(args.input_size) if args.input_size else None
+    ghostspec.plan(args.spec, args.overrides)  # spec errors before TensorFlow loads
+    result = profile.measure(
+        args.spec,
+        args.overrides,
+        input_size=size,
+        threads=args.threads,
+        quantize=args.quantize,
+        repeats=args.repeats,
+        progress=lambda line: print(f"  {line}", file=sys.stderr),
+    )
+    notes = sys.stderr if args.format == "json" else sys.stdout
+    if args.format == "json":
+        sys.stdout.write(result.to_json())
+    elif args.format == "markdown":
+        print(latency.render_profile_markdown(result))
+    else:
+        print(latency.render_profile_table(result))
+    if args.save:
+        write_text(args.save, result.to_json())
+        print(
+            f"wrote {args.save} (join it: ghostspec inspect SPEC --latency {args.save})", file=notes
+        )
+    if args.output:
+        profile.write_chart(result, args.output)
+        print(f"wrote {args.output}", file=notes)
     return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from ghostspec import schema
+    from ghostspec import recipe_schema, schema
     from ghostspec.files import write_text
 
-    text = schema.render()
+    modules = {False: schema, True: recipe_schema}
     if args.check:
-        path = Path(args.output or schema.SCHEMA_PATH)
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
-        if current != text:
-            state = "is missing" if current is None else "differs from the spec models"
-            print(
-                f"{path} {state}; regenerate it with `ghostspec schema -o {path}` and commit it",
-                file=sys.stderr,
-            )
-            return EXIT_FAULT
-        print(f"{path}: up to date")
-        return EXIT_OK
+        # without PATH or --recipe, both committed schemas are checked
+        which = [args.recipe] if (args.output or args.recipe) else [False, True]
+        fresh = [
+            _check_schema(Path(args.output or modules[r].SCHEMA_PATH), modules[r].render(), r)
+            for r in which
+        ]
+        return EXIT_OK if all(fresh) else EXIT_FAULT
+    text = modules[args.recipe].render()
     if args.output:
+        check_schema_output(Path(args.output))
         write_text(args.output, text)
         print(f"wrote {args.output}")
     else:
@@ -172,25 +397,50 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def check_schema_output(path: Path) -> None:
+    """`schema -o` writes JSON, and replaces only a previous JSON Schema: never a spec."""
+    from ghostspec.files import check_output, read_regular_file
+
+    check_output(path, suffixes=(".json",), what="schema file")
+    if not path.exists():
+        return
+    try:
+        current = json.loads(read_regular_file(path, 16 << 20, "schema file"))
+    except (SpecError, ValueError, RecursionError):
+        current = None
+    if not (isinstance(current, dict) and "$schema" in current):
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=str(path),
+                    message="exists and is not a JSON Schema; ghostspec replaces only a "
+                    "previous schema file",
+                    hint="choose another output path, e.g. -o schemas/ghostspec.schema.json",
+                )
+            ]
+        )
+
+
 def cmd_fmt(args: argparse.Namespace) -> int:
     from ghostspec.files import write_text
     from ghostspec.fmt import format_text
-    from ghostspec.source import read_text
+    from ghostspec.languages import LANGUAGES
+    from ghostspec.source import detect_language, read_text
 
     problems: list[Diagnostic] = []
     changed = []
     for spec in args.specs:
         try:
-            text = read_text(Path(spec))
+            text = read_text(Path(spec), detect_language(spec, LANGUAGES))
             formatted = format_text(text, spec)
+            if formatted != text and not args.check:
+                write_text(spec, formatted)  # through a symlink, keeping the file's mode
         except SpecError as err:
             problems.extend(err.diagnostics)
             continue
         if formatted == text:
             continue
         changed.append(spec)
-        if not args.check:
-            write_text(spec, formatted)
     verb = "would reformat" if args.check else "reformatted"
     for spec in changed:
         print(f"{verb} {spec}")
@@ -204,29 +454,42 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     import ghostspec
+    from ghostspec.files import check_output
     from ghostspec.plot import plot_plan
 
+    check_output(args.output, inputs=[args.spec])
     plan = ghostspec.plan(args.spec, args.overrides)
     plot_plan(plan, args.output)
     print(f"wrote {args.output}")
     return EXIT_OK
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    from ghostspec import registry
+
+    records = registry.catalog()
+    if args.format == "json":
+        print(json.dumps(records, indent=2))
+    else:
+        print(registry.render_catalog(records))
+    return EXIT_OK
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     import ghostspec
-    from ghostspec.files import write_with
+    from ghostspec.files import check_output
+    from ghostspec.modelfile import save_model_file
 
     plan = ghostspec.plan(args.spec, args.overrides)
     output = Path(args.output or f"{plan.name}.keras")
-    if output.suffix != ".keras":
-        raise SpecError(
-            [
-                Diagnostic(
-                    file=str(output), message="the output must end in .keras", hint="-o x.keras"
-                )
-            ]
-        )
-    model = ghostspec.build(plan, weights=args.weights)
+    inputs = [args.spec, args.weights]
+    check_output(output, inputs=inputs, suffixes=(".keras",), what="model file")  # before building
+    model = ghostspec.build(plan)
+    skipped: tuple[str, ...] = ()
+    if args.weights:
+        from ghostspec.weights import load_weights
+
+        skipped = load_weights(model, plan, args.weights)
     trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
     statistics = sum(int(w.numpy().size) for w in model.non_trainable_weights)
     if trainable != plan.params or statistics != plan.buffers:
@@ -237,7 +500,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAULT
-    write_with(output, lambda temp: model.save(temp))
+    save_model_file(model, output, inputs=inputs)
     summary = {
         "name": plan.name,
         "input_shape": [None, *plan.input_shape],
@@ -249,18 +512,29 @@ def cmd_build(args: argparse.Namespace) -> int:
         "weights": args.weights,
         "output": str(output),
     }
+    if plan.features:
+        summary["features"] = [{"name": t.name, "shape": [None, *t.shape]} for t in plan.features]
+        summary["skipped_tensors"] = len(skipped)
     if args.format == "json":
         print(json.dumps(summary, indent=2))
         return EXIT_OK
     macs = "-" if plan.macs is None else f"{plan.macs / 1e6:.1f} M"
     shape = "x".join("?" if v is None else str(v) for v in plan.input_shape)
-    print(f"built {plan.name}: input {shape}, output {tuple(plan.output_shape)}")
+    if plan.features:
+        maps = ", ".join(f"{t.name} {'x'.join(map(str, t.shape))}" for t in plan.features)
+        print(f"built {plan.name}: input {shape}, outputs {maps}".replace("None", "?"))
+    else:
+        print(f"built {plan.name}: input {shape}, output {tuple(plan.output_shape)}")
     print(
         f"  parameters {trainable:,} (+ {statistics:,} BatchNorm running statistics = "
         f"{model.count_params():,}, Keras' count_params), {macs} multiply-adds"
     )
     if args.weights:
         print(f"  weights from {args.weights}")
+    if skipped:
+        from ghostspec.weights import skipped_note
+
+        print(f"  note: {skipped_note(args.weights, skipped)}")
     print(f"  wrote {output}")
     return EXIT_OK
 
@@ -273,7 +547,7 @@ def _export_model(
     import ghostspec
     from ghostspec.export import Preprocessing
 
-    if args.source.endswith(".keras"):
+    if _is_model_file(args.source):
         if args.weights or args.overrides:
             raise SpecError(
                 [
@@ -284,17 +558,9 @@ def _export_model(
                     )
                 ]
             )
-        path = Path(args.source)
-        if not path.is_file():
-            raise SpecError([Diagnostic(file=args.source, message="no such model file")])
-        import keras
+        from ghostspec.modelfile import image_input_shape, load_model_file
 
-        try:
-            model = keras.saving.load_model(path)
-        except Exception as err:  # keras raises many types for a bad archive
-            raise SpecError(
-                [Diagnostic(file=args.source, message=f"cannot read the model: {err}")]
-            ) from None
+        model = load_model_file(args.source, compile=False).model
         if args.fuse and any("_rpr_" in layer.name for layer in model.layers):
             raise SpecError(
                 [
@@ -306,15 +572,32 @@ def _export_model(
                     )
                 ]
             )
-        shape = model.inputs[0].shape
-        size = None if shape[1] is None or shape[2] is None else (int(shape[1]), int(shape[2]))
-        return model, model, model.name, Preprocessing(), size
-    plan = ghostspec.plan(args.source, args.overrides)
+        h, w, _ = image_input_shape(model, args.source)
+        return model, model, model.name, Preprocessing(), None if h is None or w is None else (h, w)
+    plan, _ = _spec_export_plan(args)
     built = ghostspec.build(plan, weights=args.weights)
     model = ghostspec.fuse(built, plan, batch_norm=True) if args.fuse else built
     h, w, _ = plan.input_shape
     pre = Preprocessing(mean=plan.mean, std=plan.std)
     return model, built, plan.name, pre, (None if h is None or w is None else (h, w))
+
+
+def _is_model_file(source: str) -> bool:
+    return source.lower().endswith(".keras")
+
+
+def _spec_export_plan(args: argparse.Namespace) -> tuple[Plan, str]:
+    """The plan of the spec at the size it is exported at (--input-size, else the spec's, else
+    224x224), so the planner's size checks apply, and the summary line's note on the size."""
+    import ghostspec
+    from ghostspec.export import export_size
+
+    spec = ghostspec.load(args.source, args.overrides)
+    h, w, _ = spec.input.shape
+    requested = (args.input_size[0], args.input_size[1]) if args.input_size else None
+    static = None if h is None or w is None else (h, w)
+    size, note = export_size(requested, static, fixed=False, source=args.source)
+    return ghostspec.plan(args.source, args.overrides, input_size=size), note
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -327,19 +610,32 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise SpecError(
             [Diagnostic(file="--calibration", message="is only used with --quantize int8")]
         )
-    if not args.source.endswith(".keras"):
-        import ghostspec
+    output = Path(args.output) if args.output else None
+    inputs = (args.source, args.weights)
+    if output is not None:  # where the artifact goes is checked before any work
+        export.check_artifact_path(args.to, output, inputs)
+    from ghostspec.calibration import DEFAULT_SOURCE, calibration_notice, parse_calibration
 
-        ghostspec.plan(args.source, args.overrides)  # spec errors before TensorFlow loads
+    calibration = parse_calibration(args.calibration or DEFAULT_SOURCE)
+    memory = None
+    if not _is_model_file(args.source):
+        # spec and size errors, and exports that cannot fit in memory, before TensorFlow loads
+        plan, note = _spec_export_plan(args)
+        memory = export.plan_memory(
+            plan, fuse=args.fuse, to=args.to, batch=args.batch, quantize=args.quantize
+        )
+        size = (plan.input_shape[0] or 0, plan.input_shape[1] or 0)  # fixed: planned at size
+        notice = calibration_notice(calibration.random or 0, size)
+        if args.quantize == "int8" and notice:
+            print(notice, file=sys.stderr)
     model, built, name, pre, static = _export_model(args)
-    size = tuple(args.input_size) if args.input_size else static
-    note = ""
-    if size is None:
-        size, note = (224, 224), " (the model accepts any size; exported at 224x224)"
+    if _is_model_file(args.source):
+        requested = (args.input_size[0], args.input_size[1]) if args.input_size else None
+        size, note = export.export_size(requested, static, fixed=True, source=args.source)
     suffix = {"savedmodel": "", "tflite": ".tflite", "onnx": ".onnx"}[args.to]
     tag = "" if args.quantize == "none" else f"_{args.quantize}"
     default = f"{name}{tag}_savedmodel" if args.to == "savedmodel" else f"{name}{tag}{suffix}"
-    output = Path(args.output or default)
+    output = output or export.check_artifact_path(args.to, Path(default), inputs)
     try:
         result = export.export(
             model,
@@ -351,6 +647,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             calibration=args.calibration,
             preprocessing=pre,
             reference_model=built,
+            memory=memory,
         )
     except export.ExportFault as fault:
         print(f"ghostspec: export failed: {fault}", file=sys.stderr)
@@ -360,6 +657,65 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"wrote {result.path} ({args.to}, {args.quantize}, {size[0]}x{size[1]}{note}): "
         f"{mib:.2f} MiB; parity with Keras: {result.parity.line()}"
     )
+    for output_name, parity in result.outputs:  # a backbone: each feature map on its own
+        print(f"  {output_name}: {parity.line()}")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ghostspec.train import Interrupted, train
+
+    hp = list(args.hp)
+    hp += [] if args.epochs is None else [f"epochs={args.epochs}"]
+    hp += [] if args.batch_size is None else [f"batch_size={args.batch_size}"]
+    try:
+        train(
+            args.spec,
+            args.data,
+            args.recipe,
+            overrides=args.overrides,
+            hp=hp,
+            val_split=args.val_split,
+            strict_data=args.strict_data,
+            output=args.output,
+            resume=args.resume,
+            weights=args.weights,
+        )
+    except Interrupted as stop:
+        terminated = isinstance(stop.signal, Terminated)
+        print(
+            f"ghostspec: {'terminated' if terminated else 'interrupted'} after {stop.epoch} "
+            f"completed epoch(s); resume with: ghostspec train --resume {stop.run_dir}",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ghostspec import evaluate
+
+    inputs = [args.source, args.weights]
+    confusion = evaluate.check_png_target(args.confusion, inputs) if args.confusion else None
+    result = evaluate.evaluate(
+        args.source,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        weights=args.weights,
+        overrides=args.overrides,
+        val_split=args.val_split,
+        seed=args.seed,
+        strict=args.strict_data,
+    )
+    if confusion is not None:
+        evaluate.write_confusion(result, confusion)
+    if args.format == "json":
+        print(evaluate.render_json(result))
+    else:
+        print(evaluate.render_table(result, f"{args.source} on {args.data} ({args.split})"))
+        if confusion is not None:
+            print(f"wrote {confusion}")
     return EXIT_OK
 
 
@@ -369,14 +725,31 @@ COMMANDS = {
     "schema": cmd_schema,
     "fmt": cmd_fmt,
     "plot": cmd_plot,
+    "profile": cmd_profile,
+    "list": cmd_list,
     "build": cmd_build,
     "export": cmd_export,
+    "evaluate": cmd_evaluate,
+    "train": cmd_train,
 }
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 a ghostspec fault, 2 invalid input)."""
-    args = _parser().parse_args(argv)
+    _tolerant_streams()
+    return _dispatch(_parser().parse_args(argv))
+
+
+def _tolerant_streams() -> None:
+    """A file name that is not valid in the terminal's encoding (PYTHONIOENCODING=utf-8:strict
+    and a Latin-1 name) is printed with escapes instead of crashing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except SpecError as err:
@@ -385,9 +758,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         else:
             print(render_text(err.diagnostics), file=sys.stderr)
         return EXIT_INVALID
+    except Terminated:
+        print("ghostspec: terminated; nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("ghostspec: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()
         print(
@@ -398,8 +774,21 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAULT
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
-    # TensorFlow's C++ start-up chatter is noise to a user of this tool; errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    sys.exit(run())
+    """The `ghostspec` command: SIGTERM cleans up like Ctrl-C, and the commands that load
+    TensorFlow print only their own output unless --verbose or GHOSTSPEC_VERBOSE asks."""
+    from ghostspec import quiet
+
+    _tolerant_streams()
+    signal.signal(signal.SIGTERM, _terminate)
+    args = _parser().parse_args()
+    if args.command in TENSORFLOW_COMMANDS and not quiet.verbose_requested(args.verbose):
+        with quiet.quiet_tensorflow():
+            code = _dispatch(args)
+    else:
+        code = _dispatch(args)
+    sys.exit(code)

@@ -18,6 +18,7 @@ class Diagnostic:
     column: int | None = None
     hint: str | None = None
     override: str | None = None
+    override_flag: str | None = None  # the option that gave `override`: --set (specs), --hp
     source_line: str | None = None
     severity: Literal["error", "warning"] = "error"
 
@@ -34,7 +35,7 @@ class Diagnostic:
             head += f"{self.path}: "
         head += self.message
         if self.override:
-            head += f" (from --set {self.override})"
+            head += f" (from {self.override_flag or '--set'} {self.override})"
         lines = [head]
         if self.source_line is not None and self.line is not None:
             gutter = f"{self.line:>5} | "
@@ -48,6 +49,8 @@ class Diagnostic:
     def to_json(self) -> dict[str, object]:
         record = asdict(self)
         record.pop("source_line")
+        if record["override_flag"] is None:
+            record.pop("override_flag")  # present only with an override
         return record
 
 

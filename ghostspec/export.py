@@ -4,17 +4,19 @@ Every export runs the artifact on a fixed random batch and compares it to the Ke
 artifacts must agree within 1e-4 (max absolute difference) or the export fails and leaves nothing
 behind; fp16 and int8 report max difference, cosine similarity and top-1 agreement.
 
-Calibration images for int8 are preprocessed the way the reference's ImageNet evaluation does:
-RGB in [0, 1], shorter side resized to H / 0.875, centre crop H x W, then (x - mean) / std with the
-spec's `input.mean` and `input.std`. `random:N` draws N standard-normal batches instead (a smoke
-run: it exercises the pipeline, not the accuracy).
+Calibration images for int8 are preprocessed the way the reference's ImageNet evaluation does
+(`ghostspec.images.eval_preprocess`, which evaluate and training's validation split use too):
+RGB in [0, 1], shorter side resized to floor(H / crop_pct) (crop_pct 0.875), centre crop H x W,
+then (x - mean) / std with the spec's `input.mean` and `input.std`. `random:N` draws N
+standard-normal batches instead (a smoke run: it exercises the pipeline, not the accuracy).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
+import errno
+import math
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,14 +26,31 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ghostspec import images
+from ghostspec.calibration import DEFAULT_SOURCE, parse_calibration
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.files import atomic_path
-from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD
+from ghostspec.files import (
+    atomic_directory,
+    atomic_path,
+    check_output,
+    check_output_folder,
+    write_error,
+)
+from ghostspec.memory import (
+    USABLE_FRACTION,
+    ExportMemory,
+    Footprint,
+    available_bytes,
+    export_memory,
+    format_bytes,
+    plan_footprint,
+)
+from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD, Plan, fuse_plan
 
 Format = Literal["savedmodel", "tflite", "onnx"]
 Quantize = Literal["none", "fp16", "int8"]
 FP32_TOLERANCE = 1e-4
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
+IMAGE_SUFFIXES = set(images.IMAGE_SUFFIXES)
 PARITY_SEED = 1234
 INPUT_NAME = "input"
 
@@ -59,7 +78,8 @@ class ExportResult:
     format: Format
     quantize: Quantize
     size_bytes: int
-    parity: Parity
+    parity: Parity  # a backbone's: the worst over its outputs
+    outputs: tuple[tuple[str, Parity], ...] = ()  # a backbone's outputs, each with its parity
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,7 @@ class Preprocessing:
 
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    crop_pct: float = images.DEFAULT_CROP_PCT
 
 
 def compare(reference: np.ndarray, output: np.ndarray) -> Parity:
@@ -116,6 +137,50 @@ def run_tflite(content: bytes, batch: np.ndarray, threads: int | None = None) ->
     return np.concatenate(results)
 
 
+def output_names(model: Any) -> list[str] | None:
+    """The output names of a model with several outputs (a backbone's feature maps), in order;
+    None for one output. Exported signatures name their outputs so."""
+    return list(model.output_names) if len(model.outputs) > 1 else None
+
+
+def _serving(model: Any) -> Callable[[Any], Any]:
+    """What an artifact computes: the model in inference mode, its outputs by name if several."""
+    names = output_names(model)
+    if names is None:
+        return lambda x: model(x, training=False)
+    return lambda x: dict(zip(names, model(x, training=False), strict=True))
+
+
+def _arrays(result: Any) -> list[np.ndarray]:
+    """A model's result as a list of arrays, one per output."""
+    if isinstance(result, list | tuple):
+        return [np.asarray(r) for r in result]
+    return [np.asarray(result)]
+
+
+def run_tflite_named(content: bytes, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """Run a TFLite model with several outputs through its signature, sample by sample at its
+    own batch size (int8 I/O (de)quantized), and return the outputs in the order of `names`."""
+    runner = tflite_interpreter(content).get_signature_runner()
+    inp = runner.get_input_details()[INPUT_NAME]
+    details = runner.get_output_details()
+    n = int(inp["shape"][0])
+    results: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for start in range(0, len(batch), n):
+        x = batch[start : start + n]
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        out = runner(**{INPUT_NAME: x})
+        for name in names:
+            y = out[name]
+            if details[name]["dtype"] == np.int8:
+                scale, zero = details[name]["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            results[name].append(np.array(y, dtype=np.float32))
+    return [np.concatenate(results[name]) for name in names]
+
+
 def _progress(total: int) -> Callable[[], None]:
     """A calibration progress bar on stderr (rich), advanced once per sample."""
     from rich.progress import Progress
@@ -132,22 +197,22 @@ def _progress(total: int) -> Callable[[], None]:
     return step
 
 
+def _random_batches(n: int, shape: tuple[int, int, int]) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(0)
+    step = _progress(n)
+    for _ in range(n):
+        step()
+        yield rng.standard_normal((1, *shape), dtype=np.float32)
+
+
 def calibration_batches(
     source: str, shape: tuple[int, int, int], preprocessing: Preprocessing
 ) -> Iterator[np.ndarray]:
-    """Representative inputs for int8: a folder of images or `random:N`."""
-    if source.startswith("random:"):
-        count = source.split(":", 1)[1]
-        if not count.isdigit() or int(count) < 1:
-            message = f"{source!r}: N must be a positive count"
-            raise SpecError([Diagnostic(file="--calibration", message=message)])
-        rng = np.random.default_rng(0)
-        n = int(count)
-        step = _progress(n)
-        for _ in range(n):
-            step()
-            yield rng.standard_normal((1, *shape)).astype(np.float32)
-        return
+    """Representative inputs for int8: a folder of images or `random:N`. The source and every
+    image are checked when this is called, before the first batch is drawn."""
+    parsed = parse_calibration(source)
+    if parsed.random is not None:
+        return _random_batches(parsed.random, shape)
     folder = Path(source)
     if not folder.is_dir():
         raise SpecError(
@@ -163,6 +228,15 @@ def calibration_batches(
     if not files:
         message = "no images (.jpg, .png, .bmp, .gif) in it"
         raise SpecError([Diagnostic(file=source, message=message)])
+    _, problems = images.check_files(files)  # every unusable file named, before converting
+    if problems:
+        raise SpecError([Diagnostic(file=d.file, message=d.message, hint=d.hint) for d in problems])
+    return _image_batches(files, shape, preprocessing)
+
+
+def _image_batches(
+    files: list[Path], shape: tuple[int, int, int], preprocessing: Preprocessing
+) -> Iterator[np.ndarray]:
     step = _progress(len(files))
     for path in files:
         step()
@@ -170,23 +244,11 @@ def calibration_batches(
 
 
 def load_image(path: Path, shape: tuple[int, int, int], pre: Preprocessing) -> np.ndarray:
-    """Decode, resize the shorter side to H / 0.875, centre-crop, scale to [0, 1], normalise."""
-    import tensorflow as tf
-
+    """One image through the checks and the evaluation preprocessing (ghostspec.images)."""
     h, w, c = shape
-    try:
-        image = tf.io.decode_image(tf.io.read_file(str(path)), channels=c, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as err:
-        message = f"cannot read image: {err.message}"
-        raise SpecError([Diagnostic(file=str(path), message=message)]) from None
-    image = tf.cast(image, tf.float32) / 255.0
-    ih, iw = int(image.shape[0]), int(image.shape[1])
-    scale = max(h, w) / 0.875 / min(ih, iw)
-    size = (max(h, round(ih * scale)), max(w, round(iw * scale)))
-    image = tf.image.resize(image, size, method="bilinear", antialias=True)
-    top, left = (size[0] - h) // 2, (size[1] - w) // 2
-    image = image[top : top + h, left : left + w].numpy()
-    return ((image - np.array(pre.mean[:c])) / np.array(pre.std[:c])).astype(np.float32)
+    return images.load_eval_image(
+        path, size=(h, w), channels=c, mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct
+    )
 
 
 def _tflite_bytes(
@@ -218,7 +280,7 @@ def _convert(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
-        source = calibration or "random:100"
+        source = calibration or DEFAULT_SOURCE
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: (
             [x]
@@ -247,24 +309,52 @@ def _onnx_bytes(model: Any, shape: tuple[int | None, ...]) -> bytes:
     import tensorflow as tf
 
     spec = (tf.TensorSpec(shape, tf.float32, name=INPUT_NAME),)
-    fn = tf.function(lambda x: model(x, training=False))
+    fn = tf.function(_serving(model))
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17)
     return proto.SerializeToString()
 
 
-def _run_onnx(content: bytes, batch: np.ndarray) -> np.ndarray:
+def _run_onnx(
+    content: bytes, batch: np.ndarray, names: list[str] | None, chunk: int
+) -> list[np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     fixed = session.get_inputs()[0].shape[0]
-    if isinstance(fixed, int) and fixed != len(batch):
-        parts = range(0, len(batch), fixed)
-        return np.concatenate([session.run(None, {name: batch[i : i + fixed]})[0] for i in parts])
-    return session.run(None, {name: batch})[0]
+    wanted = names or [session.get_outputs()[0].name]
+    step = fixed if isinstance(fixed, int) else chunk
+    return _in_chunks(lambda x: session.run(wanted, {name: x}), batch, step)
 
 
-def _savedmodel(model: Any, shape: tuple[int | None, ...], directory: Path) -> None:
+# TensorFlow reports a failed write as an op error; these reasons are the OS's, so they become
+# the same message as any other failed write (ghostspec.files.write_error).
+WRITE_FAILURES = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Permission denied": errno.EACCES,
+    "Read-only file system": errno.EROFS,
+    "Operation not permitted": errno.EPERM,
+}
+
+
+def _savedmodel(
+    model: Any, shape: tuple[int | None, ...], directory: Path, shown: Path | str | None = None
+) -> None:
+    """Write a SavedModel to `directory`; a failed write is a SpecError naming `shown`."""
+    import tensorflow as tf
+
+    try:
+        _write_savedmodel(model, shape, directory)
+    except tf.errors.OpError as err:
+        reason = next((r for r in WRITE_FAILURES if r in str(err.message)), None)
+        if reason is None:
+            raise
+        target = shown or f"{directory} (a temporary folder; set TMPDIR to move it)"
+        raise write_error(target, OSError(WRITE_FAILURES[reason], reason)) from None
+
+
+def _write_savedmodel(model: Any, shape: tuple[int | None, ...], directory: Path) -> None:
     import keras
     import tensorflow as tf
 
@@ -272,47 +362,158 @@ def _savedmodel(model: Any, shape: tuple[int | None, ...], directory: Path) -> N
     archive.track(model)
     archive.add_endpoint(
         name="serving_default",
-        fn=lambda x: model(x, training=False),
+        fn=_serving(model),
         input_signature=[tf.TensorSpec(shape, tf.float32, name=INPUT_NAME)],
     )
     with contextlib.redirect_stdout(sys.stderr):
         archive.write_out(str(directory), verbose=False)
 
 
-def _run_savedmodel(directory: Path, batch: np.ndarray) -> np.ndarray:
+def _run_savedmodel(
+    directory: Path, batch: np.ndarray, names: list[str] | None, chunk: int
+) -> list[np.ndarray]:
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(directory))
-    fn = loaded.signatures["serving_default"]
-    out = fn(**{INPUT_NAME: tf.constant(batch)})
-    return next(iter(out.values())).numpy()
+    fn = tf.saved_model.load(str(directory)).signatures["serving_default"]
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        out = fn(**{INPUT_NAME: tf.constant(x)})
+        if names is None:
+            return [next(iter(out.values())).numpy()]
+        return [out[name].numpy() for name in names]
+
+    return _in_chunks(run, batch, chunk)
 
 
-@contextlib.contextmanager
-def _atomic_directory(target: Path) -> Iterator[Path]:
-    """A temporary directory beside the target that replaces it only on success."""
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise SpecError(
-            [Diagnostic(file=str(target), message=f"cannot write: {parent} does not exist")]
-        )
-    try:
-        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
-    except OSError as err:
-        message = f"cannot write: {err.strerror}"
-        raise SpecError([Diagnostic(file=str(target), message=message)]) from None
-    try:
-        yield temp / "artifact"
-        if target.exists() or target.is_symlink():
-            old = temp / "previous"
-            os.replace(target, old)
-        os.replace(temp / "artifact", target)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+SUFFIXES: dict[str, tuple[str, ...]] = {"tflite": (".tflite",), "onnx": (".onnx",)}
+
+
+def check_artifact_path(
+    to: Format, output: Path, inputs: tuple[Path | str | None, ...] = ()
+) -> Path:
+    """Check where an artifact will go before any work (see `ghostspec.files`): a SavedModel
+    folder may replace only a previous SavedModel or an empty folder; a file must have its
+    format's suffix. Neither may be one of `inputs`. Raises SpecError."""
+    if to == "savedmodel":
+        return check_output_folder(output, inputs=inputs)
+    return check_output(output, inputs=inputs, suffixes=SUFFIXES[to], what=f"{to} file")
 
 
 def parity_batch(shape: tuple[int, int, int], size: int) -> np.ndarray:
-    return np.random.default_rng(PARITY_SEED).standard_normal((size, *shape)).astype(np.float32)
+    """The fixed random inputs of the parity check, drawn as float32 (no float64 copy)."""
+    rng = np.random.default_rng(PARITY_SEED)
+    return rng.standard_normal((size, *shape), dtype=np.float32)
+
+
+DEFAULT_SIZE = (224, 224)
+
+
+def export_size(
+    requested: tuple[int, int] | None, static: tuple[int, int] | None, *, fixed: bool, source: str
+) -> tuple[tuple[int, int], str]:
+    """The input size to export at, and a note for the summary line.
+
+    A spec builds at any size, so `requested` (--input-size) wins over the spec's own (`static`)
+    and 224x224 is the default of a dynamic spec. A saved model whose input size is `fixed` can
+    only be exported at that size."""
+    if fixed and static is not None:
+        if requested is not None and tuple(requested) != static:
+            raise SpecError(
+                [
+                    Diagnostic(
+                        file="--input-size",
+                        message=f"{requested[0]}x{requested[1]}: the model in {source} takes "
+                        f"{static[0]}x{static[1]} inputs only (its input size is fixed)",
+                        hint="drop --input-size, or export the spec it was built from, which "
+                        "builds at any size",
+                    )
+                ]
+            )
+        return static, ""
+    if requested is not None:
+        return (int(requested[0]), int(requested[1])), ""
+    if static is not None:
+        return static, ""
+    h, w = DEFAULT_SIZE
+    return DEFAULT_SIZE, f" (the model accepts any size; exported at {h}x{w})"
+
+
+def plan_memory(
+    plan: Plan, *, fuse: bool, to: Format, batch: int | None, quantize: Quantize
+) -> ExportMemory:
+    """The parity check's size for exporting `plan` (at a fixed input size), from the plan alone:
+    run before anything is built. Raises SpecError with the estimate if it cannot fit."""
+    reference = plan_footprint(plan)
+    artifact = plan_footprint(fuse_plan(plan, batch_norm=True)) if fuse else reference
+    h, w, _ = plan.input_shape
+    assert h is not None and w is not None
+    return fitting_memory(reference, artifact, (h, w), to=to, batch=batch, quantize=quantize)
+
+
+def model_footprint(model: Any, image: tuple[int, int, int]) -> Footprint:
+    """The footprint of a Keras model at `image` (H, W, C), from the shapes Keras infers
+    symbolically for every layer (nothing is run or allocated). For models without a plan
+    (a .keras file); ghostspec's layer names group a block's tensors, other models' layers are
+    taken a few at a time."""
+    import keras
+
+    layers, outputs = [], []
+    for layer in model.layers:
+        try:
+            outputs.append(layer.output)
+        except (AttributeError, ValueError):  # a layer used twice has no single output
+            continue
+        layers.append(layer)
+    probe = keras.Model(model.inputs, outputs)
+    shapes = probe.compute_output_spec(keras.KerasTensor((1, *image)))
+    sizes = [math.prod(int(d or 1) for d in spec.shape[1:]) for spec in keras.tree.flatten(shapes)]
+    groups: list[int] = []
+    last = None
+    for layer, size in zip(layers, sizes, strict=False):
+        name = re.match(r"blocks\.\d+\.\d+|[^.]+", layer.name)
+        key = name.group(0) if name else layer.name
+        if key == last:
+            groups[-1] += size
+        else:
+            groups.append(size)
+        last = key
+    window = max(sum(sizes[i : i + 4]) for i in range(max(1, len(sizes) - 3)))
+    pairs = max(a + b for a, b in zip([0, *groups], groups, strict=False))
+    return Footprint(math.prod(image), sum(sizes), max(window, pairs), int(model.count_params()))
+
+
+def fitting_memory(
+    reference: Footprint,
+    artifact: Footprint,
+    size: tuple[int, int],
+    *,
+    to: Format,
+    batch: int | None,
+    quantize: Quantize,
+) -> ExportMemory:
+    """export_memory with the refusal, as a SpecError naming the flag to change."""
+    available = available_bytes()
+    budget = None if available is None else int(available * USABLE_FRACTION)
+    memory, fits = export_memory(
+        reference, artifact, batch=batch, to=to, quantize=quantize, available=budget
+    )
+    if fits:
+        return memory
+    assert available is not None
+    flag = "--batch" if (batch or 1) > 1 else "--input-size"
+    batch_text = f" and batch {batch}" if batch else ""
+    raise SpecError(
+        [
+            Diagnostic(
+                file=flag,
+                message=f"exporting at {size[0]}x{size[1]}{batch_text} needs about "
+                f"{format_bytes(memory.bytes)} of memory (a parity check of {memory.samples} "
+                f"sample(s) included), and {format_bytes(available)} is available (an export "
+                f"takes at most {USABLE_FRACTION:.0%} of it)",
+                hint="use a smaller --input-size or --batch: activations grow with H x W x batch",
+            )
+        ]
+    )
 
 
 def export(
@@ -326,10 +527,13 @@ def export(
     calibration: str | None = None,
     preprocessing: Preprocessing | None = None,
     reference_model: Any = None,
+    memory: ExportMemory | None = None,
 ) -> ExportResult:
     """Write one artifact of `model` atomically and check it against `reference_model` (default:
     `model`; the CLI passes the model as built when it exports the deploy form, so the check
-    covers the fusion too). Raises ExportFault."""
+    covers the fusion too). `memory` sizes the parity check (`plan_memory`); without it the
+    models' own shapes do, and an export that cannot fit in the memory available is refused
+    (SpecError) before anything is allocated. Raises ExportFault."""
     pre = preprocessing or Preprocessing()
     channels = int(model.inputs[0].shape[-1])
     image = (input_size[0], input_size[1], channels)
@@ -343,31 +547,83 @@ def export(
                 )
             ]
         )
-    samples = parity_batch(image, max(batch or 1, 8))
+    if calibration is not None:
+        parse_calibration(calibration)
+    check_artifact_path(to, output)
     checked = model if reference_model is None else reference_model
-    reference = np.asarray(checked(samples, training=False))
+    if memory is None:
+        footprint = model_footprint(checked, image)
+        artifact = footprint if checked is model else model_footprint(model, image)
+        memory = fitting_memory(
+            footprint, artifact, input_size, to=to, batch=batch, quantize=quantize
+        )
+    samples = parity_batch(image, memory.samples)
+    reference = _in_chunks(_inference(checked, memory.graph), samples, memory.chunk)
+    names = output_names(model)
     if to == "savedmodel":
-        with _atomic_directory(output) as directory:
-            _savedmodel(model, (batch, *image), directory)
-            result = compare(reference, _run_savedmodel(directory, samples))
-            _require(result, quantize)
+        with atomic_directory(output) as directory:
+            _savedmodel(model, (batch, *image), directory, output)
+            run = _run_savedmodel(directory, samples, names, batch or memory.chunk)
+            result, per = _check(reference, run, names)
+            _require(result, quantize, per)
         size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
-        return ExportResult(output, to, quantize, size, result)
+        return ExportResult(output, to, quantize, size, result, per)
     if to == "tflite":
         content = _tflite_bytes(model, (batch or 1, *image), quantize, calibration, pre)
-        result = compare(reference, run_tflite(content, samples))
+        outputs = (
+            [run_tflite(content, samples)]
+            if names is None
+            else run_tflite_named(content, samples, names)
+        )
     else:
         content = _onnx_bytes(model, (batch, *image))
-        result = compare(reference, _run_onnx(content, samples))
-    _require(result, quantize)
+        outputs = _run_onnx(content, samples, names, batch or memory.chunk)
+    result, per = _check(reference, outputs, names)
+    _require(result, quantize, per)
     with atomic_path(output) as temp:
         temp.write_bytes(content)
-    return ExportResult(output, to, quantize, len(content), result)
+    return ExportResult(output, to, quantize, len(content), result, per)
 
 
-def _require(result: Parity, quantize: Quantize) -> None:
+def _check(
+    reference: list[np.ndarray], outputs: list[np.ndarray], names: list[str] | None
+) -> tuple[Parity, tuple[tuple[str, Parity], ...]]:
+    """Parity of one output, or of each named output and the worst of them."""
+    if names is None:
+        return compare(reference[0], outputs[0]), ()
+    per = tuple(
+        (name, compare(ref, out)) for name, ref, out in zip(names, reference, outputs, strict=True)
+    )
+    worst = Parity(
+        max(p.max_abs_diff for _, p in per), min(p.cosine for _, p in per), top1_agreement=None
+    )
+    return worst, per
+
+
+def _inference(model: Any, graph: bool) -> Callable[[np.ndarray], Any]:
+    """`model` in inference mode: eager, or traced once into a graph, which frees every layer's
+    output after its last use instead of holding all of them to the end of the call."""
+    if not graph:
+        return lambda x: model(x, training=False)
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
+def _in_chunks(fn: Callable[[np.ndarray], Any], batch: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """`fn` over `batch` `chunk` samples at a time (memory grows with the chunk, not the batch);
+    one array per output."""
+    parts = [_arrays(fn(batch[i : i + chunk])) for i in range(0, len(batch), chunk)]
+    return [np.concatenate([part[k] for part in parts]) for k in range(len(parts[0]))]
+
+
+def _require(
+    result: Parity, quantize: Quantize, outputs: tuple[tuple[str, Parity], ...] = ()
+) -> None:
     if quantize == "none" and not result.max_abs_diff <= FP32_TOLERANCE:
+        worst = [name for name, p in outputs if not p.max_abs_diff <= FP32_TOLERANCE]
+        where = f" in {', '.join(worst)}" if worst else ""
         raise ExportFault(
-            f"the exported model differs from the Keras model by {result.max_abs_diff:.2e} "
-            f"(max |diff|; the limit for fp32 is {FP32_TOLERANCE:g}); nothing was written"
+            f"the exported model differs from the Keras model by {result.max_abs_diff:.2e}"
+            f"{where} (max |diff|; the limit for fp32 is {FP32_TOLERANCE:g}); nothing was written"
         )

@@ -1,76 +1,295 @@
-"""Atomic output: write to a temporary file beside the target, then rename it into place."""
+"""Reading inputs and writing outputs safely: the one place ghostspec touches the file system.
+
+Outputs go to a temporary file (or folder) beside the target and are renamed into place only on
+success; a failed or interrupted run leaves what existed before and no temporary file. Every
+output is checked before the expensive work: its folder exists and is a folder, it is not one of
+the command's inputs, and it replaces only what ghostspec itself would write there.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 
+PathLike = str | Path
+SAVEDMODEL_MARKER = "saved_model.pb"
+
+
+def _refuse(target: PathLike, message: str, hint: str | None = None) -> SpecError:
+    return SpecError([Diagnostic(file=str(target), message=message, hint=hint)])
+
+
+def write_error(target: PathLike, err: OSError) -> SpecError:
+    """A failed write as one readable line, with advice for the usual causes."""
+    reason = err.strerror or str(err)
+    hints = {
+        errno.ENOSPC: "free some disk space (or write somewhere else) and run the command again",
+        errno.EDQUOT: "free some space within your disk quota and run the command again",
+        errno.EACCES: "check the permissions of the file and its folder, or write elsewhere",
+        errno.EPERM: "the file may be immutable or protected (see lsattr / chattr -i); "
+        "or write elsewhere",
+        errno.EROFS: "the file system is read-only; write somewhere else",
+    }
+    hint = hints.get(err.errno or 0, "check the path and its folder, or write elsewhere")
+    return _refuse(target, f"cannot write: {reason}; nothing was changed", hint)
+
+
+# ------------------------------------------------------------------------------ output checks
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why files cannot be created in `folder`, or None."""
+    if folder.is_dir():
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"cannot write in the folder {str(folder)!r}: permission denied"
+        return None
+    probe = folder
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"cannot write: {str(probe)!r} is a file, not a folder"
+    return f"cannot write: directory {str(folder)!r} does not exist"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real == top or top in real.parents
+
+
+def _check_not_an_input(target: Path, inputs: Iterable[PathLike | None]) -> None:
+    for source in inputs:
+        if source is None or not str(source):
+            continue
+        source = Path(source)
+        if (
+            (target.exists() or target.is_symlink())
+            and source.exists()
+            and _same_file(source, target)
+        ):
+            raise _refuse(
+                target,
+                f"the output is the same file as the input {str(source)!r}; writing it would "
+                "destroy the input",
+                "choose another output path",
+            )
+
+
+def check_output(
+    target: PathLike,
+    *,
+    inputs: Iterable[PathLike | None] = (),
+    suffixes: tuple[str, ...] = (),
+    what: str = "output file",
+) -> Path:
+    """The output file `target`, checked before any work: its suffix (case-insensitive), its
+    folder, that it is not a folder or a device, and that it is none of `inputs` (the same
+    file under any name: symlinks and hard links compare equal). Raises SpecError."""
+    path = Path(target)
+    _check_not_an_input(path, inputs)
+    if suffixes and path.suffix.lower() not in suffixes:
+        names = " or ".join(suffixes)
+        raise _refuse(
+            path, f"the {what} must end in {names}", f"e.g. -o {path.stem or 'out'}{suffixes[0]}"
+        )
+    real = _resolve_link(path)
+    problem = _folder_problem(real.parent if str(real.parent) else Path("."))
+    if problem:
+        raise _refuse(path, problem, "create the folder first or choose another output path")
+    if real.is_dir():
+        raise _refuse(
+            path, "cannot write: it is a directory", f"name a file inside it, e.g. {path}/out"
+        )
+    if real.exists() and not real.is_file():
+        raise _refuse(
+            path,
+            "cannot write: it exists and is not a regular file (a device, pipe or socket)",
+            "choose another output path",
+        )
+    return path
+
+
+def check_output_folder(target: PathLike, *, inputs: Iterable[PathLike | None] = ()) -> Path:
+    """A folder output (a SavedModel), checked before any work: it may replace only a previous
+    SavedModel (a folder holding saved_model.pb) or an empty folder, never other files, the
+    current folder or a folder holding one of `inputs`. Raises SpecError."""
+    path = Path(target)
+    _check_not_an_input(path, inputs)
+    here = Path.cwd().resolve()
+    if path.exists() and (path.resolve() == here or path.resolve() in here.parents):
+        raise _refuse(
+            path,
+            "is the current folder (or holds it); a SavedModel is written as a new folder",
+            "name a new folder, e.g. -o model_savedmodel",
+        )
+    problem = _folder_problem(path.parent if str(path.parent) else Path("."))
+    if problem:
+        raise _refuse(path, problem, "create the folder first or choose another output path")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        kind = "a symbolic link" if path.is_symlink() else "a file"
+        raise _refuse(
+            path,
+            f"is {kind}; a SavedModel is a folder, and ghostspec replaces only a folder "
+            "holding a previous SavedModel",
+            "remove it or choose another output path",
+        )
+    for source in inputs:
+        present = source is not None and str(source) and Path(source).exists()
+        if present and path.exists() and _inside(Path(source), path):
+            raise _refuse(
+                path,
+                f"holds the input {str(source)!r}; replacing the folder would destroy it",
+                "choose another output folder",
+            )
+    if path.is_dir() and not (path / SAVEDMODEL_MARKER).is_file():
+        with os.scandir(path) as entries:
+            if any(True for _ in entries):
+                raise _refuse(
+                    path,
+                    "is a folder that is not empty and holds no SavedModel (no saved_model.pb); "
+                    "ghostspec replaces only a previous SavedModel or an empty folder",
+                    "choose a new folder name, or empty the folder first",
+                )
+    return path
+
+
+# ---------------------------------------------------------------------------- atomic writing
+
+
+def _resolve_link(path: Path) -> Path:
+    """Where a write to `path` lands: through a symlink to its target, so the link stays."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _new_mode(existing: Path) -> int:
+    try:
+        return stat.S_IMODE(existing.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
 
 @contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path with the target's suffix; on success it replaces the target.
+def atomic_path(target: PathLike, *, inputs: Iterable[PathLike | None] = ()) -> Iterator[Path]:
+    """Yield a temporary path beside the target (same suffix, lower-cased); on success it
+    replaces the target.
 
-    On any error or interrupt the temporary file is removed and the target is untouched.
+    A symlink is written through (the link stays a link) and an existing file keeps its mode.
+    On any error or interrupt the temporary file is removed and the target is untouched; a
+    failed write (full disk, permissions, an immutable file) is a SpecError.
     """
-    target = Path(target)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise SpecError(
-            [
-                Diagnostic(
-                    file=str(target),
-                    message=f"cannot write: directory {str(directory)!r} does not exist",
-                    hint="create the directory first or choose another output path",
-                )
-            ]
-        )
-    if target.is_dir():
-        raise SpecError([Diagnostic(file=str(target), message="cannot write: it is a directory")])
+    shown = Path(target)
+    check_output(shown, inputs=inputs)
+    real = _resolve_link(shown)
+    directory = real.parent if str(real.parent) else Path(".")
     try:
         fd, name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=directory
+            prefix=f".{real.name}.", suffix=f".tmp{real.suffix.lower()}", dir=directory
         )
     except OSError as err:
-        raise SpecError(
-            [Diagnostic(file=str(target), message=f"cannot write: {err.strerror}")]
-        ) from None
+        raise write_error(shown, err) from None
     os.close(fd)
     temp = Path(name)
     try:
-        yield temp
-        # mkstemp makes the file private; give it the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, target)
+        try:
+            yield temp
+            os.chmod(temp, _new_mode(real))
+            with contextlib.suppress(OSError):  # keep the owner where we may (root, same user)
+                info = real.stat()
+                os.chown(temp, info.st_uid, info.st_gid)
+            os.replace(temp, real)
+        except OSError as err:
+            raise write_error(shown, err) from None
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
 
 
-def write_text(target: str | Path, text: str) -> None:
-    with atomic_path(target) as temp:
+@contextlib.contextmanager
+def atomic_directory(target: PathLike, *, inputs: Iterable[PathLike | None] = ()) -> Iterator[Path]:
+    """Yield a path for a new folder beside the target; on success it replaces the target,
+    which may be only a previous SavedModel or an empty folder (see `check_output_folder`).
+    On any error or interrupt the new folder is removed and the target is untouched."""
+    path = check_output_folder(target, inputs=inputs)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    except OSError as err:
+        raise write_error(path, err) from None
+    try:
+        try:
+            yield temp / "artifact"
+            check_output_folder(path, inputs=inputs)  # files may have appeared meanwhile
+            previous = temp / "previous"
+            if path.exists():
+                os.replace(path, previous)
+            try:
+                os.replace(temp / "artifact", path)
+            except OSError:
+                if previous.exists():
+                    os.replace(previous, path)
+                raise
+        except OSError as err:
+            raise write_error(path, err) from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_tempdir(beside: PathLike) -> Iterator[Path]:
+    """Point Python's temporary files at a private folder beside `beside` while a library
+    (Keras' saving) writes, and remove that folder afterwards: nothing is left in TMPDIR even
+    when the library fails half-way."""
+    parent = Path(beside).parent if str(Path(beside).parent) else Path(".")
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=".ghostspec-scratch.", dir=parent))
+    except OSError as err:
+        raise write_error(beside, err) from None
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(scratch)
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_text(target: PathLike, text: str, *, inputs: Iterable[PathLike | None] = ()) -> None:
+    with atomic_path(target, inputs=inputs) as temp:
         temp.write_text(text, encoding="utf-8")
 
 
-def write_with(target: str | Path, writer: Callable[[Path], None]) -> None:
-    with atomic_path(target) as temp:
+def write_with(
+    target: PathLike, writer: Callable[[Path], None], *, inputs: Iterable[PathLike | None] = ()
+) -> None:
+    with atomic_path(target, inputs=inputs) as temp:
         writer(temp)
 
 
-def read_regular_file(path: str | Path, limit: int, what: str, hint: str | None = None) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes, or a SpecError naming it.
+# ----------------------------------------------------------------------------------- reading
 
-    FIFOs, devices and folders are refused before anything is read (a FIFO would block, and
-    /dev/zero never ends), and at most `limit + 1` bytes are read even if the file grows.
-    """
+
+def open_regular_file(path: PathLike, limit: int, what: str, hint: str | None = None) -> BinaryIO:
+    """An open binary file for a regular file of at most `limit` bytes, or a SpecError naming
+    it. FIFOs, devices and folders are refused before anything is read (a FIFO would block,
+    and /dev/zero never ends)."""
     name = str(path)
 
     def refuse(message: str, advice: str | None = hint) -> SpecError:
@@ -97,19 +316,33 @@ def read_regular_file(path: str | Path, limit: int, what: str, hint: str | None 
         if info.st_size > limit:
             raise refuse(f"the {what} is {info.st_size:,} bytes; the limit is {limit:,}")
         os.set_blocking(fd, True)
-        chunks: list[bytes] = []
-        remaining = limit + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > limit:
-            raise refuse(f"the {what} is larger than the limit of {limit:,} bytes")
-        return data
-    except OSError as err:
-        raise refuse(f"cannot read the {what}: {err.strerror}") from None
-    finally:
+        return os.fdopen(fd, "rb")
+    except BaseException:
         os.close(fd)
+        raise
+
+
+def read_regular_file(path: PathLike, limit: int, what: str, hint: str | None = None) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, or a SpecError naming it.
+
+    At most `limit + 1` bytes are read even if the file grows while it is read.
+    """
+    name = str(path)
+    with open_regular_file(path, limit, what, hint) as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as err:
+            raise SpecError(
+                [Diagnostic(file=name, message=f"cannot read the {what}: {err.strerror}")]
+            ) from None
+    if len(data) > limit:
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=name,
+                    message=f"the {what} is larger than the limit of {limit:,} bytes",
+                    hint=hint,
+                )
+            ]
+        )
+    return data

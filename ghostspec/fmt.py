@@ -13,7 +13,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from ghostspec.source import parse_text
+from ghostspec.source import CoreResolver, parse_text
 
 
 def _scalar(value: Any) -> bool:
@@ -67,12 +67,18 @@ def format_text(text: str, name: str) -> str:
         return text
     _canonicalise(tree)
     yaml = YAML(typ="rt")
+    yaml.Resolver = CoreResolver  # quote exactly what YAML 1.2 would misread, as the reader does
     yaml.indent(mapping=2, sequence=4, offset=2)
     yaml.width = 4096  # a block stays on one line, however long
     yaml.preserve_quotes = True
+    yaml.representer.add_representer(type(None), _null)  # `ema: null` reads better than `ema:`
     stream = io.StringIO()
     yaml.dump(tree, stream)
     return _tighten_nested_lists(stream.getvalue())
+
+
+def _null(representer: Any, _: None) -> Any:
+    return representer.represent_scalar("tag:yaml.org,2002:null", "null")
 
 
 def _tighten_nested_lists(text: str) -> str:

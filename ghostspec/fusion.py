@@ -11,11 +11,11 @@ arithmetic is plain numpy on Keras layouts; everything else is copied by layer n
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.plan import (
     BatchNorm,
     Bottleneck,
@@ -130,18 +130,15 @@ def half_weights(values: list[np.ndarray], half: Half) -> list[np.ndarray]:
     return out
 
 
-def plan_of(model: Any, source: Any = None) -> Plan:
-    """The plan a model was built from: `source` (spec path, Spec or Plan) or the one `build`
-    attached to the model in this process."""
-    import ghostspec
-
-    if source is not None:
-        return source if isinstance(source, Plan) else ghostspec.plan(source)
-    plan = getattr(model, PLAN_ATTRIBUTE, None)
-    if plan is None:
-        raise ghostspec.SpecError(
+def plan_of(model: Any, plan: Plan | None = None) -> Plan:
+    """`plan`, or the one `build` attached to the model in this process."""
+    if plan is not None:
+        return plan
+    attached = getattr(model, PLAN_ATTRIBUTE, None)
+    if attached is None:
+        raise SpecError(
             [
-                ghostspec.Diagnostic(
+                Diagnostic(
                     file=str(getattr(model, "name", "model")),
                     message="this model carries no plan (it was loaded from a file), so its "
                     "branches cannot be matched",
@@ -149,26 +146,26 @@ def plan_of(model: Any, source: Any = None) -> Plan:
                 )
             ]
         )
-    return plan
+    return attached
 
 
-def fuse(
-    model: keras.Model, source: str | Path | Any = None, batch_norm: bool = False
-) -> keras.Model:
+def fuse(model: keras.Model, plan: Plan | None = None, batch_norm: bool = False) -> keras.Model:
     """The deploy model: same outputs in inference mode, every GhostNetV3 branch set folded into
-    one conv and, with `batch_norm`, every BatchNorm folded into the conv before it. A model with
-    nothing to fold is returned as it is."""
+    one conv and, with `batch_norm`, every BatchNorm folded into the conv before it. `plan` is the
+    one the model was built from (default: the one `build` attached). A model with nothing to fold
+    is returned as it is."""
     from ghostspec.keras import build_model
 
-    plan = plan_of(model, source)
+    plan = plan_of(model, plan)
     deploy_plan = fuse_plan(plan, batch_norm)
     if deploy_plan == plan:
         return model
     deploy = build_model(deploy_plan)
     fused = {op.fused.name: op for op in reparams(plan)}
-    # the convs whose BatchNorm fuse_plan folded (all of them with batch_norm, none without)
+    # the convs whose BatchNorm fuse_plan folded (with batch_norm all but a tapped one, else none)
+    bn_free = {op.conv.name for op in conv_ops(deploy_plan) if isinstance(op, ConvBn) and not op.bn}
     bn_convs = (op for op in conv_ops(plan) if isinstance(op, ConvBn) and op.bn is not None)
-    folded = {op.conv.name: op for op in bn_convs} if batch_norm else {}
+    folded = {op.conv.name: op for op in bn_convs if op.conv.name in bn_free}
 
     def weights(name: str) -> list[np.ndarray]:
         """The deploy weights of the layer `name` of the training model."""

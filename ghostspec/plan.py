@@ -12,12 +12,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Literal
 
+from ghostspec.features import Tap, resolve
 from ghostspec.spec import Block, GhostSettings, Spec
 
 Size = tuple[int | None, int | None]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+REFERENCE_SIDE = 224  # the side a network of any input size is costed (and exported) at
 Path = tuple[str | int, ...]
+
+
+def reference_size(size: Size) -> tuple[int, int]:
+    """The size a network is costed at: its own, with REFERENCE_SIDE for a side of any size."""
+    h, w = size
+    return (REFERENCE_SIDE if h is None else h, REFERENCE_SIDE if w is None else w)
 
 
 def make_divisible(value: float, divisor: int, round_limit: float = 0.9) -> int:
@@ -472,6 +480,11 @@ class Plan:
     width: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # A feature extractor (`head.features`): its outputs, in order, and the reference modules it
+    # leaves out (the nodes after the last tap and the head; the head alone without include_top),
+    # whose checkpoint tensors are skipped.
+    features: tuple[Tap, ...] = ()
+    omitted: tuple[str, ...] = ()
 
     def tensors(self) -> Iterator[Tensor]:
         for node in self.nodes:
@@ -723,7 +736,8 @@ class _Lowering:
             shortcut=shortcut,
         )
 
-    def run(self) -> Plan:
+    def trunk(self) -> list[Node]:
+        """The stem, every bottleneck and the last 1x1 conv (`blocks.N.0`)."""
         spec = self.spec
         h, w = self.size
         cin = spec.input.shape[2]
@@ -771,9 +785,29 @@ class _Lowering:
                 ),
             )
         )
-        channels = last
+        return nodes
+
+    def run(self) -> Plan:
+        spec = self.spec
+        head = spec.head
+        h, w = self.size
+        cin = spec.input.shape[2]
+        nodes = self.trunk()
+        final = nodes[-1]
+        assert isinstance(final, ConvNode)
+        channels, size = final.cout, final.out_size
         output: tuple[int | None, ...] = (size[0], size[1], channels)
-        if head.pooling is not None:
+        taps: tuple[Tap, ...] = ()
+        omitted: tuple[str, ...] = ()
+        if head.features is not None:
+            taps, end, problems = resolve(head.features, head.taps, nodes)
+            if problems:
+                raise ValueError("; ".join(p.message for p in problems))
+            omitted = (*(n.name for n in nodes[end + 1 :]), "conv_head", "classifier")
+            nodes = nodes[: end + 1]
+            output = taps[-1].shape
+        elif head.pooling is not None:
+            head_activation = head.activation or spec.activation
             conv = None
             if head.include_top and head.hidden is not None:
                 conv = Conv("conv_head", channels, head.hidden, 1, 1, (1, 1), bias=True)
@@ -789,7 +823,10 @@ class _Lowering:
             nodes.append(pool)
             channels = pool.cout
             output = (channels,)
-        if head.include_top:
+        if not head.include_top and head.features is None:
+            # keras.applications' include_top=False: a classifier checkpoint loads, head skipped
+            omitted = ("conv_head", "classifier")
+        if head.include_top and head.features is None:
             nodes.append(
                 Classifier(
                     "classifier",
@@ -809,6 +846,8 @@ class _Lowering:
             width=spec.width,
             mean=tuple(spec.input.mean or (IMAGENET_MEAN if cin == 3 else (0.0,) * cin)),
             std=tuple(spec.input.std or (IMAGENET_STD if cin == 3 else (1.0,) * cin)),
+            features=taps,
+            omitted=omitted,
         )
 
 
@@ -854,10 +893,17 @@ def fuse_plan(plan: Plan, batch_norm: bool = False) -> Plan:
     """The deploy plan: every re-parameterisable conv replaced by its single fused conv and, with
     `batch_norm`, every other BatchNorm folded into a bias of the conv before it."""
 
+    # a conv tapped before its BatchNorm (timm's stem map) keeps the BatchNorm
+    tapped = {
+        n.op.conv.name
+        for n in plan.nodes
+        if isinstance(n, ConvNode) and n.name in {t.node for t in plan.features if t.pre_norm}
+    }
+
     def fuse(op: ConvOp) -> ConvOp:
         if isinstance(op, Reparam):
             return ConvBn(op.fused, None, op.activation)
-        if batch_norm and op.bn is not None:
+        if batch_norm and op.bn is not None and op.conv.name not in tapped:
             return ConvBn(replace(op.conv, bias=True), None, op.activation)
         return op
 
@@ -903,3 +949,9 @@ def lower(spec: Spec, input_size: tuple[int | None, int | None] | None = None) -
     """Resolve a valid spec into a Plan; `input_size` (H, W) replaces the spec's for costing."""
     size = input_size if input_size is not None else (spec.input.shape[0], spec.input.shape[1])
     return _Lowering(spec, size).run()
+
+
+def lower_trunk(spec: Spec) -> tuple[Node, ...]:
+    """The stem, bottlenecks and last 1x1 conv of a spec, at its input size, whatever its head
+    says: what validation resolves `head.features` against."""
+    return tuple(_Lowering(spec, (spec.input.shape[0], spec.input.shape[1])).trunk())

@@ -43,6 +43,7 @@ INPUT = ("#ffffff", "#5a5a5a")
 INNER = "#2f3f52"
 IDENTITY = "#9a9a9a"
 PROJECTION = "#b8322a"
+TAP = "#6a3d9a"  # a feature extractor's outputs
 BANDS = ("#f4f4f4", "#fbfbfb")
 
 
@@ -58,6 +59,7 @@ class _Column:
     inner: int | None = None
     se: bool = False
     shortcut: str | None = None
+    tap: str | None = None  # the output this node's map becomes (feature extractors)
 
 
 def plot_plan(plan: Plan, path: str | Path) -> None:
@@ -103,14 +105,22 @@ def _short(label: str, limit: int = 14) -> str:
 
 
 def _columns(plan: Plan) -> list[_Column]:
-    """The boxes to draw, in order: input, stem, bottlenecks, last conv, pooling, head convs."""
+    """The boxes to draw, in order: input, stem, bottlenecks, last conv, pooling, head convs;
+    a tapped node's last text line names the output it feeds."""
     h, w, c = plan.input_shape
     columns = [_Column("input", c, ("input", f"{_size((h, w))}x{c}"), (h, w))]
+    taps = {
+        tap.node: f"▼ {tap.name}" + (" (pre-BN)" if tap.pre_norm else "") for tap in plan.features
+    }
     for node in plan.nodes:
         if isinstance(node, ConvNode):
             conv = node.op.conv
             lines = (node.name, f"{node.cin}→{node.cout}", f"k{conv.kernel} s{conv.stride}")
-            columns.append(_Column("conv", node.cout, lines, node.out_size, conv.stride > 1))
+            tap = taps.get(node.name)
+            lines += ("", "", "", tap or "")  # the tap on the same row as the blocks' taps
+            columns.append(
+                _Column("conv", node.cout, lines, node.out_size, conv.stride > 1, tap=tap)
+            )
         elif isinstance(node, Bottleneck):
             lines = (
                 node.name,
@@ -119,6 +129,7 @@ def _columns(plan: Plan) -> list[_Column]:
                 f"SE {node.se.reduced}" if node.se else "",
                 variant(node) or "",  # GhostNetV2 attention (dfc), GhostNetV3 branches (rprN)
                 _short(node.label or ""),
+                taps.get(node.name, ""),
             )
             columns.append(
                 _Column(
@@ -130,6 +141,7 @@ def _columns(plan: Plan) -> list[_Column]:
                     inner=node.cout,
                     se=node.se is not None,
                     shortcut=node.shortcut_kind,
+                    tap=taps.get(node.name),
                 )
             )
         elif isinstance(node, Head):
@@ -141,7 +153,7 @@ def _columns(plan: Plan) -> list[_Column]:
         elif isinstance(node, Classifier):
             lines = (node.name, f"{node.cin}→{node.cout}", f"dropout {node.dropout:g}")
             columns.append(_Column("head", node.cout, lines, node.out_size))
-    # Drop text rows that no column uses (no SE anywhere, no block labels).
+    # Drop text rows that no column uses (no SE anywhere, no block labels, no taps).
     rows = max(len(col.lines) for col in columns)
     used = [i for i in range(rows) if any(i < len(col.lines) and col.lines[i] for col in columns)]
     return [
@@ -154,6 +166,7 @@ def _columns(plan: Plan) -> list[_Column]:
             col.inner,
             col.se,
             col.shortcut,
+            col.tap,
         )
         for col in columns
     ]
@@ -228,11 +241,14 @@ def _figure(plan: Plan) -> Figure:
                 ha="center",
                 va="top",
                 fontsize=NAME_PT if r == 0 else TEXT_PT,
-                fontweight="bold" if r == 0 else "normal",
-                color="#222222" if r == 0 else "#444444",
+                fontweight="bold" if r == 0 or line == col.tap else "normal",
+                color=TAP if line == col.tap else "#222222" if r == 0 else "#444444",
             )
+        if col.tap:
+            # a tapped map leaves the network here: a marker on the box's outgoing edge
+            ax.plot([x + box_w / 2], [mid], marker="v", ms=7, color=TAP, zorder=5)
     _draw_title(ax, plan, MARGIN, height)
-    _draw_legend(ax, width, legend_rows)
+    _draw_legend(ax, width, legend_rows, bool(plan.features))
     return figure
 
 
@@ -353,13 +369,20 @@ def _draw_title(ax: Axes, plan: Plan, x: float, top: float) -> None:
         f"{plan.params:,} parameters ({plan.params / 1e6:.2f} M)  ·  {macs}",
         f"input {_size(plan.input_shape[:2])}x{plan.input_shape[2]}  ·  width {plan.width:g}"
         f"  ·  {blocks} ghost bottleneck{'s' if blocks != 1 else ''}"
-        f"  ·  output {'x'.join('?' if v is None else str(v) for v in plan.output_shape)}",
+        f"  ·  {_outputs(plan)}",
     ]
     for i, line in enumerate(facts):
         ax.text(x, top - 0.42 - i * 0.17, line, ha="left", va="top", fontsize=8.5, color="#333333")
 
 
-def _draw_legend(ax: Axes, width: float, rows: int) -> None:
+def _outputs(plan: Plan) -> str:
+    if plan.features:
+        shapes = ", ".join(f"{_size(t.size)}x{t.channels}" for t in plan.features)
+        return f"{len(plan.features)} feature maps: {shapes}"
+    return f"output {'x'.join('?' if v is None else str(v) for v in plan.output_shape)}"
+
+
+def _draw_legend(ax: Axes, width: float, rows: int, features: bool = False) -> None:
     """A key below the text rows, where it cannot cover a box."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -374,6 +397,10 @@ def _draw_legend(ax: Axes, width: float, rows: int) -> None:
         Patch(facecolor=CONV[0], edgecolor=CONV[1], label="conv + BN (stem, last 1x1)"),
         Patch(facecolor=HEAD[0], edgecolor=HEAD[1], label="pooling and head"),
     ]
+    if features:
+        handles.append(
+            Line2D([], [], color=TAP, lw=0, marker="v", ms=7, label="tapped: a feature map output")
+        )
     ax.legend(
         handles=handles,
         loc="lower center",

@@ -1,9 +1,15 @@
-"""Cost reports read from a Plan: one row per node, plus totals. No numbers are computed here."""
+"""Cost reports read from a Plan: one row per node, plus totals. No numbers are computed here.
+
+A network that accepts any input size has no sizes or multiply-adds of its own; `inspect` lowers
+it at the reference size (`plan.reference_size`) and passes the spec's own shape as `accepts`, so
+every report says which size its numbers are at.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ghostspec.features import Tap
 from ghostspec.plan import (
     Bottleneck,
     Classifier,
@@ -79,10 +85,25 @@ def deploy_params(plan: Plan) -> int | None:
     return fused.params if fused != plan else None
 
 
-def plan_report(plan: Plan) -> dict[str, Any]:
+Shape = tuple[int | None, int | None, int]
+
+
+def _shape(shape: tuple[int | None, ...]) -> str:
+    return "x".join("?" if v is None else str(v) for v in shape)
+
+
+def costed_at(plan: Plan) -> tuple[int, int] | None:
+    """The input size the plan's sizes and multiply-adds are at (None: any size, no counts)."""
+    h, w, _ = plan.input_shape
+    return None if h is None or w is None else (h, w)
+
+
+def plan_report(plan: Plan, accepts: Shape | None = None) -> dict[str, Any]:
+    """`accepts`: the spec's own input shape, where `plan` was lowered at another size."""
     return {
         "name": plan.name,
-        "input_shape": list(plan.input_shape),
+        "input_shape": list(accepts or plan.input_shape),
+        "costed_at": None if (at := costed_at(plan)) is None else list(at),
         "output_shape": list(plan.output_shape),
         "width": plan.width,
         "params": plan.params,
@@ -90,7 +111,39 @@ def plan_report(plan: Plan) -> dict[str, Any]:
         "buffers": plan.buffers,
         "macs": plan.macs,
         "nodes": [node_row(n) for n in plan.nodes],
+        "features": [feature_row(t) for t in plan.features],
     }
+
+
+def feature_row(tap: Tap) -> dict[str, Any]:
+    """One tapped map of a feature extractor, as plain data."""
+    return {
+        "output": tap.name,
+        "node": tap.node,
+        "point": "before BatchNorm" if tap.pre_norm else "output",
+        "level": tap.level,
+        "reduction": tap.reduction,
+        "channels": tap.channels,
+        "size": list(tap.size),
+    }
+
+
+FEATURE_COLUMNS = ["output", "node", "level", "stride", "channels", "size"]
+
+
+def feature_cells(plan: Plan) -> list[list[str]]:
+    """Cells of the features table (terminal and Markdown)."""
+    return [
+        [
+            tap.name,
+            tap.node + (" (before BatchNorm)" if tap.pre_norm else ""),
+            str(tap.level),
+            str(tap.reduction),
+            str(tap.channels),
+            _size(tap.size),
+        ]
+        for tap in plan.features
+    ]
 
 
 def _int(value: int | None) -> str:
@@ -139,27 +192,42 @@ COLUMNS = [
 ]
 
 
-def totals_line(plan: Plan) -> str:
-    macs = (
-        "unknown (dynamic input; pass --input-size H W)"
-        if plan.macs is None
-        else (f"{plan.macs:,} ({plan.macs / 1e6:.1f} M)")
+def size_note(plan: Plan, accepts: Shape | None = None) -> str:
+    """Which size the numbers are at, where the spec accepts any size."""
+    at = costed_at(plan)
+    if at is None:
+        return "any input size: pass --input-size H W for output sizes and multiply-adds"
+    if accepts is None or accepts == plan.input_shape:
+        return ""
+    return (
+        f"any input size; output sizes and multiply-adds at {at[0]}x{at[1]}, the reference size "
+        "(--input-size H W for another)"
     )
-    shape = "x".join("?" if v is None else str(v) for v in plan.input_shape)
+
+
+def totals_line(plan: Plan, accepts: Shape | None = None) -> str:
+    at = costed_at(plan)
+    macs = (
+        "unknown multiply-adds (dynamic input; pass --input-size H W)"
+        if plan.macs is None
+        else (f"{plan.macs:,} ({plan.macs / 1e6:.1f} M) multiply-adds at {at[0]}x{at[1]}")
+    )
     deploy = deploy_params(plan)
     fused = "" if deploy is None else f" ({deploy:,} after fusing the branches)"
+    outputs = f", {len(plan.features)} feature maps" if plan.features else ""
     return (
-        f"{plan.name}: input {shape}, {plan.params:,} parameters "
-        f"({plan.params / 1e6:.2f} M){fused} + {plan.buffers:,} BatchNorm statistics, "
-        f"{macs} multiply-adds"
+        f"{plan.name}: input {_shape(accepts or plan.input_shape)}, {plan.params:,} parameters "
+        f"({plan.params / 1e6:.2f} M){fused} + {plan.buffers:,} BatchNorm statistics, {macs}"
+        f"{outputs}"
     )
 
 
-def render_table(plan: Plan) -> str:
+def render_table(plan: Plan, accepts: Shape | None = None) -> str:
     """A terminal table through rich (imported here: only inspect pays for it)."""
     from rich.console import Console
     from rich.table import Table
 
+    note = size_note(plan, accepts)
     table = Table(title=plan.name, title_justify="left")
     for i, column in enumerate(COLUMNS):
         table.add_column(column, justify="right" if i >= 8 else "left", no_wrap=True)
@@ -170,13 +238,26 @@ def render_table(plan: Plan) -> str:
     console = Console(width=140, record=True, force_terminal=False, color_system=None)
     with console.capture() as capture:
         console.print(table)
-    return capture.get() + totals_line(plan)
+        if plan.features:
+            features = Table(title="features", title_justify="left")
+            for i, column in enumerate(FEATURE_COLUMNS):
+                features.add_column(column, justify="right" if i >= 2 else "left", no_wrap=True)
+            for row in feature_cells(plan):
+                features.add_row(*row)
+            console.print(features)
+    head = f"{plan.name}: {note}\n" if note else ""
+    return head + capture.get() + totals_line(plan, accepts)
 
 
-def render_markdown(plan: Plan) -> str:
+def render_markdown(plan: Plan, accepts: Shape | None = None) -> str:
     """The inspect table as GitHub-flavoured Markdown, for READMEs and papers."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    note = size_note(plan, accepts)
+    lines = [f"{plan.name}: {note}", ""] if note else []
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(plan)]
     blanks = " |" * 7
     lines.append(f"| **total** |{blanks} {_int(plan.params)} | {_int(plan.macs)} |")
-    return "\n".join(lines) + "\n\n" + totals_line(plan)
+    if plan.features:
+        lines += ["", "| " + " | ".join(FEATURE_COLUMNS) + " |", "|" + "---|" * 6]
+        lines += ["| " + " | ".join(row) + " |" for row in feature_cells(plan)]
+    return "\n".join(lines) + "\n\n" + totals_line(plan, accepts)

@@ -1,7 +1,8 @@
 """The editor schema: pydantic's JSON Schema converted to draft-07, with compact rows spelled out.
 
 Draft-07 is what VS Code's YAML extension, JetBrains IDEs and most validators handle reliably;
-pydantic emits 2020-12, so `$defs`, `prefixItems` and the block union are rewritten here.
+pydantic emits 2020-12, so `$defs`, `prefixItems` and the block union are rewritten here. Null
+defaults are left out: completion would insert `null`, which only says "not set".
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ def _convert(node: Any) -> Any:
         return [_convert(v) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _convert(v) for k, v in node.items() if k != "$defs"}
+    out = {
+        k: _convert(v)
+        for k, v in node.items()
+        if k != "$defs" and not (k == "default" and v is None)
+    }
     if "$ref" in out:
         out["$ref"] = out["$ref"].replace("#/$defs/", "#/definitions/")
     if "prefixItems" in out:
@@ -34,11 +39,16 @@ def _row_schema(mapping: dict[str, Any]) -> dict[str, Any]:
     """The compact row `[hidden, out, se, stride, kernel]`, one item schema per column."""
     items = []
     for column in ROW_COLUMNS:
-        item = {k: v for k, v in mapping["properties"][column].items() if k not in ("default",)}
+        item = {
+            k: v
+            for k, v in mapping["properties"][column].items()
+            if k not in ("default", "examples")
+        }
         item["title"] = column
         items.append(item)
     return {
         "type": "array",
+        "title": "Block row",
         "description": "Compact row [hidden, out, se, stride, kernel].",
         "items": items,
         "additionalItems": False,
@@ -52,9 +62,10 @@ def generate() -> dict[str, Any]:
     raw = Spec.model_json_schema(mode="validation")
     definitions = {name: _convert(value) for name, value in raw.get("$defs", {}).items()}
     mapping = definitions.pop("Block")
-    mapping["title"] = "BlockMapping"
+    mapping["title"] = "Block mapping"
     definitions["BlockMapping"] = mapping
     definitions["Block"] = {
+        "title": "Block",
         "description": "A ghost bottleneck: a compact row or a mapping.",
         "anyOf": [_row_schema(mapping), {"$ref": "#/definitions/BlockMapping"}],
     }

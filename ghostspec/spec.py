@@ -8,6 +8,10 @@ sets them under `ghost:`, a block may override any of them under its own `ghost:
 merges the two (see `plan.merge_ghost`). A variant (GhostNetV2's DFC attention, GhostNetV3's
 re-parameterised branches) is a new optional field of `GhostSettings` plus the plan node and
 builder that read it; rows, stages and the rest of the language stay as they are.
+
+Rules between fields that JSON Schema can state (repeat with stride 2, a classifier without
+pooling) are model validators here, each with its draft-07 form (`if`/`then`) beside it, so the
+editor schema states them too; `rule` names the field a diagnostic should point at.
 """
 
 from __future__ import annotations
@@ -22,13 +26,30 @@ from pydantic import (
     Field,
     Strict,
     StrictBool,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from ghostspec.features import MAX_LEVEL, NODE_NAME
+from ghostspec.source import Language
+
 ROW_COLUMNS: tuple[str, ...] = ("hidden", "out", "se", "stride", "kernel")
 FORMAT_VERSION = 1
 MAX_CHANNELS = 100_000
+KERNELS = tuple(range(1, 16, 2))
+
+# What the reader needs to know about spec files (see source.Language).
+LANGUAGE = Language(
+    row_columns=ROW_COLUMNS,
+    flag="--set",
+    examples=("width=1.3", "stages.0.0.3=2"),
+    start="a spec starts with `ghostspec: 1`, a name and its stages",
+    version_key="ghostspec",
+    noun="spec",
+    title="network spec",
+    used_by="specs go to validate, inspect, plot, build, export and train",
+)
 
 
 def _integral(value: Any) -> Any:
@@ -53,6 +74,11 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
+def rule(kind: str, message: str, field: str, hint: str, **values: Any) -> PydanticCustomError:
+    """A rule between fields, reported on `field` of the model (validate.py reads ctx)."""
+    return PydanticCustomError(kind, message, {**values, "field": field, "hint": hint})
+
+
 def _one_or_two(value: int) -> int:
     if value not in (1, 2):
         raise PydanticCustomError("stride", "{value} is not one of 1, 2", {"value": value})
@@ -73,9 +99,11 @@ Channels = integer(ge=1, le=MAX_CHANNELS)
 Kernel = Annotated[
     int,
     Strict(),
-    Field(ge=1, le=15, json_schema_extra={"not": {"multipleOf": 2}}),
+    Field(ge=KERNELS[0], le=KERNELS[-1]),
     BeforeValidator(_integral),
     AfterValidator(_odd),
+    # an enum, so the editor's message lists the valid kernels and completion offers them
+    WithJsonSchema({"type": "integer", "enum": list(KERNELS)}),
 ]
 Stride = Annotated[
     int,
@@ -85,7 +113,18 @@ Stride = Annotated[
     AfterValidator(_one_or_two),
 ]
 SeRatio = number(ge=0.0, le=1.0)
-Name = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+NAME_RULE = (
+    "use letters, digits, '_', '.', '-' (starting with a letter or digit), at most 64 characters"
+)
+Name = Annotated[
+    str,
+    Strict(),
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        # yaml-language-server shows this instead of the regular expression
+        json_schema_extra={"patternErrorMessage": f"not a valid name: {NAME_RULE}"},
+    ),
+]
 
 Activation = Literal["relu", "relu6", "hard_swish", "swish", "gelu", "linear"]
 ClassifierActivation = Literal["linear", "softmax"]
@@ -94,7 +133,10 @@ Pooling = Literal["avg", "max"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # titles are the keys as written, so editor messages and hovers name what the user typed
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, field_title_generator=lambda name, _info: name
+    )
 
 
 class InputSpec(_Model):
@@ -114,7 +156,7 @@ class InputSpec(_Model):
         description="Per-channel mean subtracted from [0, 1] pixels before the model (used to "
         "prepare int8 calibration images); default: ImageNet's for 3 channels, else 0.",
     )
-    std: Stats | None = Field(
+    std: Spread | None = Field(
         None,
         description="Per-channel standard deviation dividing [0, 1] pixels; default: ImageNet's "
         "for 3 channels, else 1.",
@@ -122,6 +164,7 @@ class InputSpec(_Model):
 
 
 Stats = Annotated[list[number(ge=-1000.0, le=1000.0)], Field(min_length=1, max_length=4096)]
+Spread = Annotated[list[number(gt=0.0, le=1000.0)], Field(min_length=1, max_length=4096)]
 
 
 class Normalization(_Model):
@@ -201,8 +244,86 @@ class Stem(_Model):
     activation: Activation | None = Field(None, description="Defaults to the network activation.")
 
 
+POOLING_RULE = "a classifier needs global pooling"
+POOLING_HINT = "set head.pooling to avg or max, or set head.include_top to false"
+
+
+def _tap_entry(value: Any) -> Any:
+    """One head.features entry: a level (whole number) or a node name, with one clear message."""
+    value = _integral(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= MAX_LEVEL:
+            raise PydanticCustomError(
+                "tap_level", "level {v} is outside 0 to {top}", {"v": value, "top": MAX_LEVEL}
+            )
+        return value
+    if isinstance(value, str):
+        if not NODE_NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "tap_name",
+                "'{v}' is not a node name: use conv_stem, blocks.S (stage S's output) or "
+                "blocks.S.I (a block)",
+                {"v": value},
+            )
+        return value
+    raise PydanticCustomError(
+        "tap_type",
+        "expected a level (a whole number) or a node name such as blocks.6.4, got {v}",
+        {"v": f"boolean {str(value).lower()}" if isinstance(value, bool) else _kind(value)},
+    )
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "a mapping", list: "a list"}.get(type(value), repr(value))
+
+
+TapEntry = Annotated[
+    int | str,
+    BeforeValidator(_tap_entry),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_LEVEL},
+                {
+                    "type": "string",
+                    "pattern": NODE_NAME.pattern,
+                    "patternErrorMessage": "not a node name: use conv_stem, blocks.S (stage S's "
+                    "output) or blocks.S.I (a block)",
+                },
+            ],
+            "description": "A level (log2 of the stride: 1 is stride 2, 5 is stride 32) or a "
+            "node: conv_stem, blocks.S (stage S's output) or blocks.S.I (a block).",
+        }
+    ),
+]
+TapMode = Literal["last", "timm"]
+
+
 class Head(_Model):
-    """The last 1x1 convolution, pooling, the hidden 1x1 convolution and the classifier."""
+    """The last 1x1 convolution, pooling, the hidden 1x1 convolution and the classifier; or,
+    with `features`, none of them: the feature maps of a backbone."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _features_drop_the_top(cls, data: Any) -> Any:
+        """A feature extractor has no classifier: features imply include_top false."""
+        if isinstance(data, dict) and data.get("features") is not None:
+            return {"include_top": False, **data}
+        return data
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            # include_top (true unless written false) needs pooling
+            "if": {"properties": {"include_top": {"const": False}}, "required": ["include_top"]},
+            "else": {
+                "properties": {
+                    "pooling": {"type": "string", "errorMessage": f"{POOLING_RULE}: {POOLING_HINT}"}
+                }
+            },
+        }
+    )
 
     filters: Channels = Field(
         960, description="Width of the last 1x1 conv (blocks.N.0) before the width multiplier."
@@ -222,19 +343,60 @@ class Head(_Model):
         description="linear gives logits (as the reference does); softmax gives probabilities.",
     )
     include_top: StrictBool = Field(
-        True, description="False gives a feature extractor: no hidden conv and no classifier."
+        True,
+        description="False gives a feature extractor: no hidden conv and no classifier. False "
+        "whenever features is set.",
+    )
+    features: Annotated[list[TapEntry], Field(min_length=1, max_length=64)] | None = Field(
+        None,
+        description="A backbone: the model returns these feature maps, in order, as a list. An "
+        "entry is a level (log2 of the stride: [2, 3, 4, 5] are strides 4 to 32) or a node "
+        "(conv_stem, blocks.S, blocks.S.I). The head's other fields then do not apply.",
+    )
+    taps: TapMode = Field(
+        "last",
+        description="Which map stands for a level: last, the output of the last block at that "
+        "stride; timm, what timm's features_only returns (the stem conv before its BatchNorm, "
+        "then the end of every stage whose last block has stride 2).",
     )
     activation: Activation | None = Field(
         None,
         description="Activation of the last conv and the hidden conv; defaults to the network's.",
     )
 
+    @model_validator(mode="after")
+    def _pooled(self) -> Head:
+        if self.include_top and self.pooling is None:
+            raise rule("pooling", POOLING_RULE, "pooling", POOLING_HINT)
+        return self
+
+
+REPEAT_HINT = "write the stride-2 block once, then a stride-1 block with the repeat"
+
 
 class Block(_Model):
     """A ghost bottleneck: ghost module, strided depthwise conv, squeeze-excite, ghost module."""
 
-    hidden: Channels = Field(description="Width of the expansion (absolute, before width scaling).")
-    out: Channels = Field(description="Output channels before the width multiplier.")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"stride": {"const": 2}}, "required": ["stride"]},
+            "then": {
+                "properties": {
+                    # const, not maximum: yaml-language-server shows errorMessage for const only
+                    "repeat": {
+                        "const": 1,
+                        "errorMessage": "repeat with stride 2 is ambiguous: every copy would "
+                        f"halve the size; {REPEAT_HINT}",
+                    }
+                }
+            },
+        }
+    )
+
+    hidden: Channels = Field(
+        description="Width of the expansion (absolute, before width scaling).", examples=[16]
+    )
+    out: Channels = Field(description="Output channels before the width multiplier.", examples=[16])
     se: SeRatio = Field(0.0, description="Squeeze-excite ratio of the hidden width; 0 means none.")
     stride: Stride = Field(1, description="Stride: 1 or 2.")
     kernel: Kernel = Field(3, description="Kernel of the depthwise convs (strided dw, shortcut).")
@@ -259,6 +421,18 @@ class Block(_Model):
                 )
             return dict(zip(ROW_COLUMNS, data, strict=True))
         return data
+
+    @model_validator(mode="after")
+    def _repeat_with_stride_1(self) -> Block:
+        if self.repeat > 1 and self.stride == 2:
+            raise rule(
+                "repeat_stride",
+                "repeat {repeat} with stride 2 is ambiguous: every copy would halve the size",
+                "repeat",
+                REPEAT_HINT,
+                repeat=self.repeat,
+            )
+        return self
 
 
 Stage = Annotated[list[Block], Field(min_length=1, max_length=64)]

@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.source import DocPath, Document
-from ghostspec.spec import Block, Spec
+from ghostspec.features import resolve
+from ghostspec.languages import RECIPE
+from ghostspec.plan import lower_trunk
+from ghostspec.registry import display_path
+from ghostspec.registry import resolve as resolve_name
+from ghostspec.source import DocPath, Document, load_document, yaml11_reading
+from ghostspec.spec import LANGUAGE, NAME_RULE, Spec
 
 MAX_PARAMS = 1_000_000_000
 MAX_MACS = 1_000_000_000_000
+
+
+def load_spec_document(
+    source: str | Path, overrides: list[str] | tuple[str, ...] = (), *, text: str | None = None
+) -> Document:
+    """Read a spec file (or `text` named `source`) and apply overrides. Raises SpecError.
+
+    `source` may also be a registered model name (`ghostnet_100`); an existing path wins.
+    """
+    shown = None
+    if text is None:
+        path, preset = resolve_name(source)
+        if preset:  # the name's own settings come first, so the user's --set wins
+            source, shown, overrides = path, display_path(path), (*preset, *overrides)
+    return load_document(
+        source, overrides, text=text, language=LANGUAGE, others=(RECIPE,), shown_as=shown
+    )
 
 
 def _describe(value: Any) -> str:
@@ -29,19 +52,24 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _fields_at(path: DocPath) -> list[str]:
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's fields by the key a document writes (its alias, where it has one)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
+def _fields_at(path: DocPath, root: type[BaseModel] = Spec) -> list[str]:
     """Known keys of the model at `path`, for 'did you mean' hints."""
-    model: type[BaseModel] | None = Spec
+    model: type[BaseModel] | None = root
     for key in path:
         if model is None:
             return []
         if isinstance(key, int):
             continue
-        field = model.model_fields.get(key)
+        field = _keys(model).get(key)
         if field is None:
             return []
         model = _model_of(field.annotation)
-    return list(model.model_fields) if model else []
+    return list(_keys(model)) if model else []
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -59,16 +87,37 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return _model_of(origin) if origin is not None and origin is not annotation else None
 
 
-def _message(err: dict[str, Any]) -> tuple[str, str | None]:
+def _message(err: dict[str, Any], root: type[BaseModel] = Spec) -> tuple[str, str | None]:
     """Plain-English text for a pydantic error, and a hint where one helps."""
     kind = err["type"]
     value = err.get("input")
     ctx = err.get("ctx") or {}
     loc = err["loc"]
+    if "field" in ctx:  # a rule between fields (spec.rule)
+        return err["msg"], ctx.get("hint")
+    message, hint = _plain_message(kind, value, ctx, loc, err, root)
+    if hint is None and isinstance(value, str) and kind.endswith(("_type", "_parsing")):
+        plain = yaml11_reading(value)
+        boolean = plain in ("true", "false")
+        if plain is not None and boolean == (kind == "bool_type"):
+            hint = (
+                f"YAML 1.2 (which ghostspec and editors read) takes {value} as text; write {plain}"
+            )
+    return message, hint
+
+
+def _plain_message(
+    kind: str,
+    value: Any,
+    ctx: dict[str, Any],
+    loc: tuple[Any, ...],
+    err: dict[str, Any],
+    root: type[BaseModel],
+) -> tuple[str, str | None]:
     if kind == "missing":
         return f"missing required field {loc[-1]!r}", None
     if kind == "extra_forbidden":
-        known = _fields_at(tuple(loc[:-1]))
+        known = _fields_at(tuple(loc[:-1]), root)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = (
             f"did you mean {close[0]!r}?"
@@ -108,10 +157,7 @@ def _message(err: dict[str, Any]) -> tuple[str, str | None]:
     if kind == "too_long":
         return f"allows at most {ctx.get('max_length')} item(s)", None
     if kind == "string_pattern_mismatch":
-        return (
-            f"{value!r} is not a valid name",
-            "use letters, digits, '_', '.', '-' (starting with a letter or digit), at most 64",
-        )
+        return f"{value!r} is not a valid name", NAME_RULE
     if kind == "row_length":
         return err["msg"], "write all five columns, or use the mapping form {hidden: .., out: ..}"
     return err["msg"], None
@@ -133,17 +179,27 @@ def spec_from_document(doc: Document) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        diagnostics: list[Diagnostic] = []
-        for err in exc.errors():
-            path = _strip_loc(err["loc"])
-            message, hint = _message(err)
-            at_key = err["type"] == "extra_forbidden"
-            diagnostics.append(doc.diagnostic(path, message, hint, at_key=at_key))
-        raise SpecError(_dedupe(diagnostics)) from None
+        raise SpecError(validation_diagnostics(exc, doc, Spec)) from None
     problems = semantic_problems(spec, doc)
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def validation_diagnostics(
+    exc: ValidationError, doc: Document, root: type[BaseModel]
+) -> list[Diagnostic]:
+    """Every error of `root.model_validate` on the document's data, located in the document."""
+    diagnostics: list[Diagnostic] = []
+    for err in exc.errors():
+        path = _strip_loc(err["loc"])
+        field = (err.get("ctx") or {}).get("field")  # a model rule names the field to point at
+        if field is not None:
+            path = (*path, field)
+        message, hint = _message(err, root)
+        at_key = err["type"] == "extra_forbidden"
+        diagnostics.append(doc.diagnostic(path, message, hint, at_key=at_key))
+    return _dedupe(diagnostics)
 
 
 def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
@@ -166,19 +222,9 @@ def total_stride(spec: Spec) -> int:
 
 
 def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
-    """Rules the schema cannot express, each reported on the offending node."""
+    """Rules no JSON Schema can express (they depend on other values or on the whole network),
+    each reported on the offending node; the README's editor section lists them."""
     problems: list[Diagnostic] = []
-    for s, stage in enumerate(spec.stages):
-        for j, block in enumerate(stage):
-            problems.extend(_block_problems(block, ("stages", s, j), doc))
-    if spec.head.include_top and spec.head.pooling is None:
-        problems.append(
-            doc.diagnostic(
-                ("head", "pooling"),
-                "a classifier needs global pooling",
-                "set head.pooling to avg or max, or set head.include_top to false",
-            )
-        )
     channels = spec.input.shape[2]
     for key in ("mean", "std"):
         values = getattr(spec.input, key)
@@ -190,8 +236,6 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
                     "give one value per channel",
                 )
             )
-    if spec.input.std is not None and any(v <= 0 for v in spec.input.std):
-        problems.append(doc.diagnostic(("input", "std"), "every value must be above 0"))
     blocks = sum(block.repeat for stage in spec.stages for block in stage)
     if spec.ghost.attention == "dfc" and spec.ghost.attention_from >= blocks:
         problems.append(
@@ -202,6 +246,7 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
                 f"use a value below {blocks}, or set ghost.attention to none",
             )
         )
+    problems.extend(_head_problems(spec, doc))
     stride = total_stride(spec)
     for axis, size in enumerate(spec.input.shape[:2]):
         if size is not None and size < stride:
@@ -216,17 +261,29 @@ def semantic_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
     return problems
 
 
-def _block_problems(block: Block, path: DocPath, doc: Document) -> list[Diagnostic]:
-    if block.repeat > 1 and block.stride == 2:
+def _head_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
+    """The feature-extractor form: a classifier too, taps without features, unknown maps."""
+    head = spec.head
+    if head.features is None:
+        if head.taps != "last":  # the default may be written out (resolved specs do)
+            return [
+                doc.diagnostic(
+                    ("head", "taps"),
+                    "taps chooses the maps of head.features, which is not set",
+                    "list the levels, e.g. features: [2, 3, 4, 5], or remove taps",
+                )
+            ]
+        return []
+    if head.include_top:
         return [
             doc.diagnostic(
-                (*path, "repeat"),
-                f"repeat {block.repeat} with stride 2 is ambiguous: every copy would halve "
-                "the size",
-                "write the stride-2 block once, then a stride-1 block with the repeat",
+                ("head", "include_top"),
+                "a feature extractor (head.features) has no classifier",
+                "remove include_top (features imply false), or remove features",
             )
         ]
-    return []
+    _, _, problems = resolve(head.features, head.taps, lower_trunk(spec))
+    return [doc.diagnostic(p.path, p.message, p.hint) for p in problems]
 
 
 def size_problems(plan: Any, doc: Document) -> list[Diagnostic]:

@@ -279,6 +279,92 @@ def test_booleans_where_numbers_belong(tmp_path: Path, capsys: pytest.CaptureFix
     ]
 
 
+# YAML 1.1 forms that YAML 1.2 (ghostspec and editors) reads as text: refused where a number or
+# a boolean belongs, at the value, with the plain form in the hint.
+@pytest.mark.parametrize(
+    ("line", "where", "plain"),
+    [
+        ("head: {classes: 1_000}", (7, 17), "write 1000"),
+        ("head: {classes: 0b1010}", (7, 17), "write 10"),
+        ("head: {classes: 1:30}", (7, 17), "write 90"),
+        ("divisor: +0x8", (7, 10), "write 8"),
+        ("divisor: -0o7", (7, 10), "write -7"),
+        ("width: 1_0.5", (7, 8), "write 10.5"),
+        ("head: {include_top: yes}", (7, 21), "write true"),
+        ("head: {include_top: Off}", (7, 21), "write false"),
+    ],
+    ids=[
+        "underscore",
+        "binary",
+        "sexagesimal",
+        "signed-hex",
+        "signed-octal",
+        "float",
+        "yes",
+        "off",
+    ],
+)
+def test_yaml_1_1_forms_are_refused_with_the_plain_form(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    line: str,
+    where: tuple[int, int],
+    plain: str,
+) -> None:
+    d = single(capsys, write(tmp_path, VALID + line + "\n"))
+    assert "got string" in d["message"]
+    assert at(d) == where
+    assert d["hint"].endswith(plain), d["hint"]
+    assert "YAML 1.2" in d["hint"]
+
+
+def test_yaml_1_2_core_forms_are_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the core schema calls numbers, ghostspec reads as numbers (ruamel's own 1.2 rules
+    read `.5e1` as text and `+0x8` as a number; editors do the opposite)."""
+    import ghostspec
+
+    text = VALID + "width: .5e1\ndivisor: 0o10\nhead: {classes: 0x10, dropout: 1.e-1}\n"
+    spec = ghostspec.load("core.yaml", text=text)
+    assert (spec.width, spec.divisor, spec.head.classes, spec.head.dropout) == (5.0, 8, 16, 0.1)
+    assert ghostspec.load("o.yaml", text=VALID + "head: {classes: 017}\n").head.classes == 17
+    described = ghostspec.load("d.yaml", text=VALID + "description: 2001-12-14 10:00:00\n")
+    assert described.description == "2001-12-14 10:00:00"  # no timestamps in the core schema
+    code, _ = validate(capsys, write(tmp_path, VALID + "head: {include_top: yes}\n"))
+    assert code == 2  # and `yes` is text, not a boolean
+
+
+def test_yaml_1_1_directive_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = single(capsys, write(tmp_path, "# a comment\n%YAML 1.1\n---\n" + VALID))
+    assert d["message"] == "%YAML 1.1 is not supported; ghostspec reads YAML 1.2"
+    assert at(d) == (2, 1)
+    code, _ = validate(capsys, write(tmp_path, "%YAML 1.2\n---\n" + VALID, "ok.yaml"))
+    assert code == 0
+
+
+def test_an_empty_value_is_reported_on_its_key_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`key:` with nothing after it is null; ruamel marks such a value on the next line, editors
+    on the key's, and so does ghostspec."""
+    code, records = validate(
+        capsys, write(tmp_path, VALID + "ghost:\nhead:\n  pooling:\n  classes: 10\n")
+    )
+    assert code == 2
+    assert [(d["path"], d["line"]) for d in records] == [("ghost", 7), ("head.pooling", 9)]
+
+
+def test_std_entries_must_be_above_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = VALID.replace("{shape: [64, 64, 3]}", "{shape: [64, 64, 3], std: [0.2, 0, -1]}")
+    code, records = validate(capsys, write(tmp_path, text))
+    assert code == 2
+    assert [(d["path"], d["message"], at(d)) for d in records] == [
+        ("input.std[1]", "0 must be greater than 0.0", (3, 40)),
+        ("input.std[2]", "-1 must be greater than 0.0", (3, 43)),
+    ]
+
+
 def test_unknown_keys_suggest_the_known_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -638,6 +724,48 @@ def test_override_collection_is_not_located_in_its_own_text(
     d = single(capsys, write(tmp_path, VALID), 'input.shape=[96, "x", 3]')
     assert d["override"] == 'input.shape=[96, "x", 3]'
     assert d["line"] in (None, 3)
+
+
+def test_override_index_of_non_ascii_digits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'²' passes str.isdigit() but not int(): it is a key, and a list has no keys."""
+    d = single(capsys, write(tmp_path, VALID), "stages.²=1")
+    assert d["message"] == "stages.²: stages is a list; use an index"
+    assert d["override"] == "stages.²=1"
+    d = single(capsys, write(tmp_path, VALID), "head.٣=1")  # an Arabic-Indic three
+    assert d["message"] == "unknown field '٣'"
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("input.shape=" + "[" * 5000, "nesting deeper than 64 levels"),
+        ("input.shape=" + "{a: " * 5000, "nesting deeper than 64 levels"),
+        ("input.shape=" + "- " * 3000 + "1", "nesting is too deep to read"),
+        (".".join(["head"] * 5000) + "=1", "the key has more than 64 parts"),
+    ],
+    ids=["flow-lists", "flow-mappings", "block-lists", "long-key"],
+)
+def test_deep_override_is_refused_like_a_deep_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, words: str
+) -> None:
+    d = single(capsys, write(tmp_path, VALID), override)
+    assert words in d["message"]
+    assert d["message"].startswith("override '")
+    assert len(d["message"]) < 200  # the 5000 characters are not repeated back
+    assert d["override"].endswith("...")
+
+
+def test_override_values_are_read_like_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = single(capsys, write(tmp_path, VALID), "head.classes=1_000")
+    assert d["message"] == "expected a whole number, got string '1_000'"
+    assert d["hint"].endswith("write 1000")
+    assert d["override"] == "head.classes=1_000"
+    code, _ = validate(capsys, write(tmp_path, VALID), "width=.5e1", "divisor=0o10")
+    assert code == 0
 
 
 def test_override_shape_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

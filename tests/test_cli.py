@@ -52,6 +52,65 @@ def test_inspect_input_size_changes_sizes_and_macs(capsys: pytest.CaptureFixture
     assert report["macs"] < 141_150_512 / 3
 
 
+def inspect_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    assert cli.run(["inspect", "specs/large.yaml", "--format", "json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_inspect_any_size_costs_at_the_reference_size(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A dynamic spec is costed at 224x224, the numbers the same spec has fixed at 224."""
+    fixed = inspect_json(capsys)
+    assert fixed["costed_at"] == [224, 224]
+    dynamic = inspect_json(capsys, "--set", "input.shape=[null, null, 3]")
+    assert dynamic["input_shape"] == [None, None, 3]
+    assert dynamic["costed_at"] == [224, 224]
+    assert dynamic["macs"] == fixed["macs"] == 141_150_512
+    assert [n["macs"] for n in dynamic["nodes"]] == [n["macs"] for n in fixed["nodes"]]
+    assert [n["output"] for n in dynamic["nodes"]] == [n["output"] for n in fixed["nodes"]]
+    half = inspect_json(capsys, "--set", "input.shape=[null, 160, 3]")
+    assert half["costed_at"] == [224, 160]
+    assert half["input_shape"] == [None, 160, 3]
+    sized = inspect_json(capsys, "--set", "input.shape=[null, null, 3]", "--input-size", "97", "97")
+    assert sized["costed_at"] == [97, 97]
+    assert sized["macs"] < fixed["macs"] / 3
+
+
+def test_inspect_any_size_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    dynamic = ["specs/small.yaml", "--set", "input.shape=[null, null, 3]"]
+    assert cli.run(["inspect", *dynamic]) == 0
+    table = capsys.readouterr().out
+    first, last = table.splitlines()[0], table.splitlines()[-1]
+    assert "any input size" in first and "224x224, the reference size" in first
+    assert "--input-size" in first
+    assert "input ?x?x3" in last and "multiply-adds at 224x224" in last
+    rows = [line.split("│") for line in table.splitlines() if line.startswith("│ ")]
+    macs = [cells[-2].strip() for cells in rows]
+    assert len(macs) == 15 + 1 and "-" not in macs  # every node and the total are counted
+    assert cli.run(["inspect", *dynamic, "--format", "markdown"]) == 0
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[0]
+        .startswith("ghostnet_small: any input size; output sizes and multiply-adds at 224x224")
+    )
+
+
+def test_inspect_any_size_without_room_at_the_reference_size(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Four more stride-2 blocks leave DFC attention nothing to pool at 224x224: no counts, and
+    the report says how to get them."""
+    strides = [f"--set=stages.{s}.0.3=2" for s in (0, 2, 4, 6)]
+    dynamic = ["specs/ghostnetv2.yaml", "--set", "input.shape=[null, null, 3]", *strides]
+    assert cli.run(["inspect", *dynamic, "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["costed_at"], report["macs"]) == (None, None)
+    assert cli.run(["inspect", *dynamic]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "any input size: pass --input-size H W" in first
+
+
 def test_inspect_table_and_markdown(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.run(["inspect", "specs/small.yaml"]) == 0
     table = capsys.readouterr().out

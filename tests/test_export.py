@@ -144,7 +144,7 @@ def test_unreadable_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip archive")
     assert cli.run(["export", str(broken), "--to", "tflite", "-o", str(tmp_path / "x.tflite")]) == 2
-    assert "cannot read the model" in diagnostics(capsys)
+    assert "is not a Keras model file (not a zip archive)" in diagnostics(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.keras"]
 
 

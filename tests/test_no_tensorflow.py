@@ -17,6 +17,12 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
     assert cli.run(["schema", "--check"]) == 0
     assert cli.run(["fmt", "--check", "specs/large.yaml"]) == 0
     assert cli.run(["build", "specs/large.yaml", "--set", "stages.0.0.3=3"]) == 2
+    assert cli.run(["validate", "recipes/imagenet.yaml", "--hp", "epochs=3"]) == 0
+    assert cli.run(["fmt", "--check", "recipes/finetune.yaml"]) == 0
+    assert cli.run(["schema", "--recipe"]) == 0
+from ghostspec.recipe import default_recipe, load_recipe
+assert load_recipe("imagenet", ["epochs=3"]).epochs == 3
+assert default_recipe().optimizer.kind == "adamw"
 """
 
 

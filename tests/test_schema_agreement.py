@@ -1,10 +1,12 @@
 """The committed draft-07 schema and the pydantic models accept and reject the same documents.
 
 Editors validate with schemas/ghostspec.schema.json, ghostspec with `Spec.model_validate`; a spec
-that one accepts and the other refuses is a bug in one of them. Semantic rules that no JSON Schema
-can express (repeat with stride 2, an input smaller than the total stride, include_top without
-pooling) are checked after `Spec.model_validate` and are out of scope here: the corpus never relies
-on them. NaN and infinities are not JSON and are left out as well.
+that one accepts and the other refuses is a bug in one of them. Rules between fields that draft-07
+can state (repeat with stride 2, include_top without pooling, std above 0) are in both and covered
+here. Rules that no JSON Schema can express (lengths that depend on other values, an input smaller
+than the total stride, attention_from past the last block) are checked after `Spec.model_validate`
+and are out of scope: the corpus never relies on them. NaN and infinities are not JSON and are
+left out as well.
 """
 
 from __future__ import annotations
@@ -138,6 +140,13 @@ CORPUS: list[Any] = [
     pytest.param("include-top-0", with_value(("head", "include_top"), 0), False),
     pytest.param("include-top-string", with_value(("head", "include_top"), "true"), False),
     ("head-hidden-null", with_value(("head", "hidden"), None), True),
+    # a classifier (include_top, true unless written false) needs pooling
+    ("pooling-null", with_value(("head", "pooling"), None), False),
+    ("pooling-null-top", with_value(("head",), {"pooling": None, "include_top": True}), False),
+    ("pooling-null-no-top", with_value(("head",), {"pooling": None, "include_top": False}), True),
+    ("pooling-max-no-top", with_value(("head",), {"pooling": "max", "include_top": False}), True),
+    ("pooling-sum-no-top", with_value(("head",), {"pooling": "sum", "include_top": False}), False),
+    ("pooling-default-top", with_value(("head",), {"include_top": True}), True),
     # kernels and strides
     ("stem-kernel-5", with_value(("stem", "kernel"), 5), True),
     ("stem-kernel-4", with_value(("stem", "kernel"), 4), False),
@@ -149,6 +158,10 @@ CORPUS: list[Any] = [
     ("stem-stride-true", with_value(("stem", "stride"), True), False),
     ("cheap-kernel-even", with_value(("ghost", "cheap_kernel"), 2), False),
     ("cheap-kernel-15", with_value(("ghost", "cheap_kernel"), 15), True),
+    ("cheap-kernel-1", with_value(("ghost", "cheap_kernel"), 1), True),
+    ("dfc-kernel-13.0", with_value(("ghost", "dfc_kernel"), 13.0), True),
+    ("dfc-kernel-14", with_value(("ghost", "dfc_kernel"), 14), False),
+    ("dfc-kernel-minus-1", with_value(("ghost", "dfc_kernel"), -1), False),
     # input shape
     ("shape-null-hw", with_value(("input", "shape"), [None, None, 3]), True),
     ("shape-null-channels", with_value(("input", "shape"), [64, 64, None]), False),
@@ -159,6 +172,15 @@ CORPUS: list[Any] = [
     ("shape-string", with_value(("input", "shape"), [64, "64", 3]), False),
     ("shape-null", with_value(("input", "shape"), None), False),
     ("input-extra", with_value(("input", "size"), 3), False),
+    # per-channel statistics: std divides, so every entry is above 0; the mean may be anything
+    ("std-imagenet", with_value(("input", "std"), [0.229, 0.224, 0.225]), True),
+    ("std-zero", with_value(("input", "std"), [0.229, 0, 0.225]), False),
+    ("std-negative", with_value(("input", "std"), [-0.5, 0.5, 0.5]), False),
+    ("std-tiny", with_value(("input", "std"), [1e-9, 1, 1]), True),
+    ("std-null", with_value(("input", "std"), None), True),
+    ("std-empty", with_value(("input", "std"), []), False),
+    ("mean-zero", with_value(("input", "mean"), [0, 0, 0]), True),
+    ("mean-negative", with_value(("input", "mean"), [-1, -1, -1]), True),
     # compact rows
     ("row-floats", with_value(ROW, [16.0, 16.0, 0, 1.0, 3.0]), True),
     ("row-se-1", with_value(ROW, [16, 16, 1, 1, 3]), True),
@@ -178,9 +200,30 @@ CORPUS: list[Any] = [
     ("mapping-minimal", with_value(MAPPING, {"hidden": 8, "out": 8}), True),
     ("mapping-no-out", with_value(MAPPING, {"hidden": 8}), False),
     ("mapping-extra", with_value((*MAPPING, "strde"), 1), False),
-    ("mapping-repeat-64", with_value((*MAPPING, "repeat"), 64), True),
-    ("mapping-repeat-65", with_value((*MAPPING, "repeat"), 65), False),
-    ("mapping-repeat-bool", with_value((*MAPPING, "repeat"), True), False),
+    ("mapping-repeat-64", with_value(MAPPING, {"hidden": 8, "out": 8, "repeat": 64}), True),
+    ("mapping-repeat-65", with_value(MAPPING, {"hidden": 8, "out": 8, "repeat": 65}), False),
+    ("mapping-repeat-bool", with_value(MAPPING, {"hidden": 8, "out": 8, "repeat": True}), False),
+    # repeat > 1 only on stride-1 blocks (MAPPING has stride 2)
+    ("repeat-2-stride-2", with_value((*MAPPING, "repeat"), 2), False),
+    ("repeat-64-stride-2", with_value((*MAPPING, "repeat"), 64), False),
+    ("repeat-1-stride-2", with_value((*MAPPING, "repeat"), 1), True),
+    ("repeat-1.0-stride-2", with_value((*MAPPING, "repeat"), 1.0), True),
+    (
+        "repeat-2-stride-2.0",
+        with_value(MAPPING, {"hidden": 8, "out": 8, "stride": 2.0, "repeat": 2}),
+        False,
+    ),
+    (
+        "repeat-2-stride-1",
+        with_value(MAPPING, {"hidden": 8, "out": 8, "stride": 1, "repeat": 2}),
+        True,
+    ),
+    ("repeat-2-stride-default", with_value(MAPPING, {"hidden": 8, "out": 8, "repeat": 2}), True),
+    (
+        "repeat-2-stride-3",
+        with_value(MAPPING, {"hidden": 8, "out": 8, "stride": 3, "repeat": 2}),
+        False,
+    ),
     ("mapping-name", with_value((*MAPPING, "name"), "b.0"), True),
     ("mapping-name-bad", with_value((*MAPPING, "name"), "b 0"), False),
     ("mapping-ghost-null", with_value((*MAPPING, "ghost"), None), True),
@@ -199,6 +242,37 @@ CORPUS: list[Any] = [
     ("ghost-null", with_value(("ghost",), None), False),
     ("head-extra", with_value(("head", "colour"), "red"), False),
     ("not-a-mapping", [BASE], False),
+    # the feature-extractor head: levels and node names
+    ("features-levels", with_value(("head", "features"), [1, 2, 3]), True),
+    ("features-level-float", with_value(("head", "features"), [2.0]), True),
+    ("features-level-16", with_value(("head", "features"), [16]), True),
+    ("features-level-17", with_value(("head", "features"), [17]), False),
+    ("features-level-neg", with_value(("head", "features"), [-1]), False),
+    ("features-level-half", with_value(("head", "features"), [2.5]), False),
+    ("features-level-bool", with_value(("head", "features"), [True]), False),
+    (
+        "features-nodes",
+        with_value(("head", "features"), ["conv_stem", "blocks.1", "blocks.1.0"]),
+        True,
+    ),
+    ("features-mixed", with_value(("head", "features"), [2, "blocks.1.0"]), True),
+    ("features-node-leading-zero", with_value(("head", "features"), ["blocks.01.0"]), False),
+    ("features-node-deep", with_value(("head", "features"), ["blocks.1.0.ghost1"]), False),
+    ("features-node-unknown", with_value(("head", "features"), ["stem"]), False),
+    ("features-empty", with_value(("head", "features"), []), False),
+    ("features-65", with_value(("head", "features"), [1] * 65), False),
+    ("features-null", with_value(("head", "features"), None), True),
+    ("features-scalar", with_value(("head", "features"), 2), False),
+    ("features-nested", with_value(("head", "features"), [[2]]), False),
+    (
+        "features-with-top-false",
+        with_value(("head",), {"features": [1], "include_top": False}),
+        True,
+    ),
+    ("taps-timm", with_value(("head", "taps"), "timm"), True),
+    ("taps-last", with_value(("head", "taps"), "last"), True),
+    ("taps-first", with_value(("head", "taps"), "first"), False),
+    ("taps-null", with_value(("head", "taps"), None), False),
 ]
 
 
@@ -262,6 +336,8 @@ FIELDS: list[tuple[Key, ...]] = [
     ("input", "shape"),
     ("input", "shape", 0),
     ("input", "shape", 2),
+    ("input", "mean"),
+    ("input", "std"),
     ("width",),
     ("divisor",),
     ("activation",),
@@ -269,6 +345,7 @@ FIELDS: list[tuple[Key, ...]] = [
     ("normalization", "momentum"),
     ("ghost", "ratio"),
     ("ghost", "cheap_kernel"),
+    ("ghost", "dfc_kernel"),
     ("se", "gate"),
     ("se", "divisor"),
     ("se", "activation"),
@@ -283,6 +360,8 @@ FIELDS: list[tuple[Key, ...]] = [
     ("head", "classes"),
     ("head", "classifier_activation"),
     ("head", "activation"),
+    ("head", "features"),
+    ("head", "taps"),
     (*ROW, 0),
     (*ROW, 1),
     (*ROW, 2),
@@ -309,24 +388,72 @@ def test_random_single_field_agreement(path: tuple[Key, ...], value: Any) -> Non
 
 
 @settings(deadline=None, max_examples=150)
+@given(
+    entries=st.lists(
+        st.one_of(
+            SCALARS,
+            st.integers(min_value=-2, max_value=20),
+            st.sampled_from(["conv_stem", "blocks.3", "blocks.6.4", "blocks.0.00", "blocks.x"]),
+        ),
+        max_size=4,
+    )
+)
+def test_random_features_agreement(entries: list[Any]) -> None:
+    doc = with_value(("head", "features"), entries)
+    assert pydantic_accepts(doc) == schema_accepts(doc), entries
+
+
+@settings(deadline=None, max_examples=150)
 @given(row=st.lists(SCALARS, min_size=4, max_size=6))
 def test_random_row_agreement(row: list[Any]) -> None:
     doc = with_value(ROW, row)
     assert pydantic_accepts(doc) == schema_accepts(doc), row
 
 
+MISSING = object()
+PAIR_VALUES = st.one_of(
+    st.just(MISSING),
+    st.sampled_from([None, True, False, 0, 1, 1.0, 2, 2.0, 3, 64, 65, "2", "avg", "max", "sum"]),
+)
+
+
+def _mapping(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not MISSING}
+
+
+@settings(deadline=None, max_examples=150)
+@given(stride=PAIR_VALUES, repeat=PAIR_VALUES)
+def test_random_repeat_and_stride_agreement(stride: Any, repeat: Any) -> None:
+    """The if/then for repeat on a stride-2 block against Block's model validator."""
+    doc = with_value(MAPPING, _mapping(hidden=8, out=8, stride=stride, repeat=repeat))
+    assert pydantic_accepts(doc) == schema_accepts(doc), (stride, repeat)
+
+
+@settings(deadline=None, max_examples=150)
+@given(pooling=PAIR_VALUES, include_top=PAIR_VALUES)
+def test_random_pooling_and_include_top_agreement(pooling: Any, include_top: Any) -> None:
+    """The if/else for a classifier without pooling against Head's model validator."""
+    doc = with_value(("head",), _mapping(pooling=pooling, include_top=include_top))
+    assert pydantic_accepts(doc) == schema_accepts(doc), (pooling, include_top)
+
+
 # --- the committed schema file --------------------------------------------------------------
 
 
-def _walk(node: Any) -> list[Any]:
-    """Every dict and list inside `node`, itself included."""
+CONDITIONS = ("if", "then", "else")
+
+
+def _walk(node: Any, conditions: bool = True) -> list[Any]:
+    """Every dict and list inside `node`, itself included (without what sits under if/then/else
+    unless `conditions`: those repeat property names to constrain them, not to document them)."""
     out = [node]
     if isinstance(node, dict):
-        for value in node.values():
-            out.extend(_walk(value))
+        for key, value in node.items():
+            if conditions or key not in CONDITIONS:
+                out.extend(_walk(value, conditions))
     elif isinstance(node, list):
         for value in node:
-            out.extend(_walk(value))
+            out.extend(_walk(value, conditions))
     return out
 
 
@@ -343,15 +470,81 @@ def test_schema_has_no_2020_12_keywords() -> None:
             assert not str(node.get("$ref", "#/definitions/")).startswith("#/$defs")
 
 
-def test_every_property_has_a_description() -> None:
-    missing = [
-        name
-        for node in _walk(SCHEMA)
+def _properties() -> list[tuple[str, dict[str, Any]]]:
+    """(name, schema) of every documented property (not those repeated under if/then/else)."""
+    return [
+        (name, prop)
+        for node in _walk(SCHEMA, conditions=False)
         if isinstance(node, dict) and isinstance(node.get("properties"), dict)
         for name, prop in node["properties"].items()
-        if not prop.get("description")
     ]
-    assert missing == []
+
+
+def test_every_property_has_a_description_and_its_key_as_title() -> None:
+    assert [name for name, prop in _properties() if not prop.get("description")] == []
+    # editor messages and hovers name the key as written (`include_top`, not "Include Top")
+    assert [name for name, prop in _properties() if prop.get("title") != name] == []
+
+
+def _valid_for(value: Any, prop: dict[str, Any]) -> bool:
+    return jsonschema.Draft7Validator({**prop, "definitions": SCHEMA["definitions"]}).is_valid(
+        value
+    )
+
+
+def test_completion_inserts_only_values_the_schema_accepts() -> None:
+    """yaml-language-server inserts a property's default, or else its first example: each must
+    validate, and `null` (which means "not set") is never offered as a default."""
+    offered = [
+        (name, value, prop)
+        for name, prop in _properties()
+        for value in [*(v for k, v in prop.items() if k == "default"), *prop.get("examples", [])]
+    ]
+    assert len(offered) > 30
+    assert [name for name, value, _ in offered if value is None] == []
+    assert [(name, value) for name, value, prop in offered if not _valid_for(value, prop)] == []
+    # a number with neither is completed as 0, which no count or size here accepts
+    bare = [
+        name
+        for name, prop in _properties()
+        if prop.get("type") in ("integer", "number")
+        and not any(k in prop for k in ("default", "examples", "enum", "const"))
+    ]
+    assert bare == []
+    mapping = SCHEMA["definitions"]["BlockMapping"]
+    for name in mapping["required"]:  # the mapping snippet fills required fields from examples
+        examples = mapping["properties"][name].get("examples")
+        assert examples, name
+        assert _valid_for(examples[0], mapping["properties"][name]), name
+
+
+def test_rows_and_blocks_have_titles() -> None:
+    definitions = SCHEMA["definitions"]
+    row, ref = definitions["Block"]["anyOf"]
+    assert row["title"] == "Block row"
+    assert [item["title"] for item in row["items"]] == ["hidden", "out", "se", "stride", "kernel"]
+    assert ref == {"$ref": "#/definitions/BlockMapping"}
+    assert definitions["BlockMapping"]["title"] == "Block mapping"
+
+
+def test_kernels_are_an_enum_of_odd_sizes() -> None:
+    kernels = [
+        node
+        for node in _walk(SCHEMA)
+        if isinstance(node, dict) and node.get("enum") and 15 in node["enum"]
+    ]
+    assert len(kernels) >= 6  # stem, row, mapping, cheap and dfc kernels, overrides
+    assert all(node["enum"] == [1, 3, 5, 7, 9, 11, 13, 15] for node in kernels)
+    assert not any(isinstance(node, dict) and "not" in node for node in _walk(SCHEMA))
+
+
+def test_name_patterns_have_a_readable_message() -> None:
+    patterns = [n for n in _walk(SCHEMA) if isinstance(n, dict) and "pattern" in n]
+    assert len(patterns) >= 3  # the spec's name, a block's name, a feature tap's node name
+    for node in patterns:
+        assert node["patternErrorMessage"]  # the editor shows it instead of the expression
+    names = [n for n in patterns if "letters, digits" in n["patternErrorMessage"]]
+    assert len(names) >= 2
 
 
 def test_committed_schema_matches_the_models() -> None:

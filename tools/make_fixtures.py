@@ -13,11 +13,22 @@ Regenerate (torch lives in a throw-away venv outside the repo, never in the proj
 
 Weights are randomised rather than pretrained (no model hub is reachable, and random BatchNorm
 statistics expose layout mistakes that fresh mean-0/var-1 statistics would hide).
+
+Feature fixtures (``<name>_features.npz``, for the backbone form ``head: {features: [...]}``) reuse
+a fixture's committed state dict: on one fixed input they store timm's ``features_only=True``
+outputs (``timm_<level>``) and, through forward hooks on the classifier, the output of the last
+bottleneck at each reduction (``last_<level>``; level = log2 of the reduction). Only those are
+rewritten, from the committed weights, by::
+
+    /tmp/refenv/bin/python tools/make_fixtures.py --features
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +36,7 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from timm.utils.model import reparameterize_model
 from torch import nn
 
@@ -87,6 +98,23 @@ FIXTURES = [
         "ghostnetv3_050_c10_97", "ghostnetv3_100", 10, (1, 97, 97, 3), fused_copy=True, width=0.5
     ),
 ]
+
+
+@dataclass(frozen=True)
+class FeatureFixture:
+    """Feature maps of fixture `weights` (its state dict and timm model) on one small input."""
+
+    weights: str
+    input_nhwc: tuple[int, int, int, int]
+
+
+# 65 is odd (33, 17, 9, 5, 3 down the levels) and small: each file stays below 300 KB.
+FEATURE_FIXTURES = [
+    FeatureFixture("ghostnet_100_c10_97", (1, 65, 65, 3)),
+    FeatureFixture("ghostnetv2_050_c10_97", (1, 65, 65, 3)),
+    FeatureFixture("ghostnetv3_050_c10_97", (1, 65, 65, 3)),
+]
+FEATURE_SEED_OFFSET = 3
 
 
 def param_count(model: nn.Module) -> int:
@@ -190,20 +218,23 @@ def save_fixture(name: str, model: nn.Module, x_nhwc: np.ndarray) -> tuple[np.nd
     return logits, len(state)
 
 
+def create(fx: Fixture, **kwargs: Any) -> nn.Module:
+    """The timm model of a fixture (timm's init), e.g. with `features_only=True`."""
+    if fx.width is None:
+        return timm.create_model(fx.model, pretrained=False, num_classes=fx.num_classes, **kwargs)
+    # the named variants fix the width; timm's builder takes any
+    from timm.models.ghostnet import _create_ghostnet
+
+    version = "v3" if fx.model.startswith("ghostnetv3") else "v2"
+    return _create_ghostnet(
+        fx.model, width=fx.width, version=version, num_classes=fx.num_classes, **kwargs
+    )
+
+
 def build(fx: Fixture) -> nn.Module:
     """Build the timm model with seeded init, randomise it and calibrate its scales."""
     torch.manual_seed(SEED)
-    if fx.width is None:
-        model = timm.create_model(fx.model, pretrained=False, num_classes=fx.num_classes)
-    else:
-        # the named variants fix the width; timm's builder takes any
-        from timm.models.ghostnet import _create_ghostnet
-
-        version = "v3" if fx.model.startswith("ghostnetv3") else "v2"
-        model = _create_ghostnet(
-            fx.model, width=fx.width, version=version, num_classes=fx.num_classes
-        )
-    model = model.eval()
+    model = create(fx).eval()
     randomise_(model, torch.Generator().manual_seed(SEED))
     n, h, w, c = fx.input_nhwc
     calib_gen = torch.Generator().manual_seed(SEED + CALIB_SEED_OFFSET)
@@ -273,8 +304,134 @@ def compare_with_doc(totals: dict[str, Any]) -> list[str]:
     return lines
 
 
+def nhwc(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().numpy().transpose(0, 2, 3, 1).astype(np.float32)
+
+
+def level_of(reduction: int) -> int:
+    level = int(math.log2(reduction))
+    if 2**level != reduction:
+        raise ValueError(f"reduction {reduction} is not a power of two")
+    return level
+
+
+def last_block_outputs(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[dict[int, str], dict[int, np.ndarray]]:
+    """The last bottleneck (or the stem, where a level has none) at each reduction, by hooks.
+
+    Independent of ghostspec's rule: the modules are timm's own (`act1`, then `blocks.S.I` in
+    execution order, without the final ConvBnAct), grouped by the product of their strides.
+    """
+    final = f"blocks.{len(model.blocks) - 1}."
+    names = [
+        name
+        for name, _ in model.named_modules()
+        if name == "act1"
+        or (re.fullmatch(r"blocks\.\d+\.\d+", name) and not name.startswith(final))
+    ]
+    order: list[str] = []
+    outputs: dict[str, np.ndarray] = {}
+
+    def hook(name: str) -> Any:
+        def record(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            order.append(name)
+            outputs[name] = nhwc(out.clone())  # act1 is in-place: copy before the next op
+
+        return record
+
+    modules = dict(model.named_modules())
+    handles = [modules[name].register_forward_hook(hook(name)) for name in names]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    modules_at: dict[int, str] = {}
+    reduction = 1
+    for name in order:  # later modules at the same reduction replace earlier ones
+        module = modules[name]
+        reduction *= model.conv_stem.stride[0] if name == "act1" else module.stride
+        modules_at[level_of(reduction)] = name
+    return modules_at, {level: outputs[name] for level, name in modules_at.items()}
+
+
+def write_features(fx: Fixture, ff: FeatureFixture) -> dict[str, Any]:
+    """`<weights>_features.npz`: timm's features_only maps and the last block per level."""
+    state = load_file(str(OUT_DIR / f"{ff.weights}.safetensors"))
+    classifier = create(fx).eval()
+    classifier.load_state_dict(state)
+    features = create(fx, features_only=True).eval()
+    # FeatureListNet flattens `blocks` into `blocks_0`, `blocks_1`, ...
+    features.load_state_dict(
+        {k: state[re.sub(r"^blocks_(\d+)\.", r"blocks.\1.", k)] for k in features.state_dict()}
+    )
+    rng = np.random.default_rng(SEED + FEATURE_SEED_OFFSET)
+    x_nhwc = rng.standard_normal(ff.input_nhwc).astype(np.float32)
+    x = to_nchw(x_nhwc)
+    with torch.no_grad():
+        timm_maps = [nhwc(t) for t in features(x)]
+    info = features.feature_info
+    timm_taps = [
+        {"level": level_of(r), "module": m, "channels": c, "reduction": r}
+        for m, c, r in zip(info.module_name(), info.channels(), info.reduction(), strict=True)
+    ]
+    last_modules, last_maps = last_block_outputs(classifier, x)
+    last_taps = [
+        {
+            "level": level,
+            "module": last_modules[level],
+            "channels": int(last_maps[level].shape[-1]),
+            "reduction": 2**level,
+        }
+        for level in sorted(last_modules)
+    ]
+    arrays = {"input": x_nhwc}
+    arrays |= {f"timm_{t['level']}": a for t, a in zip(timm_taps, timm_maps, strict=True)}
+    arrays |= {f"last_{level}": last_maps[level] for level in sorted(last_maps)}
+    name = f"{ff.weights}_features"
+    np.savez(OUT_DIR / f"{name}.npz", **arrays)
+    return {
+        "name": name,
+        "weights": f"{ff.weights}.safetensors",
+        "fixture": ff.weights,
+        "timm_model": fx.model,
+        "width": fx.width if fx.width is not None else WIDTHS[fx.model],
+        "num_classes": fx.num_classes,
+        "input_nhwc": list(ff.input_nhwc),
+        "timm_param_count": param_count(features),
+        "timm_taps": timm_taps,
+        "last_taps": last_taps,
+        "files": [f"{name}.npz"],
+    }
+
+
+def feature_entries() -> list[dict[str, Any]]:
+    by_name = {fx.name: fx for fx in FIXTURES}
+    entries = [write_features(by_name[ff.weights], ff) for ff in FEATURE_FIXTURES]
+    for e in entries:
+        taps = ", ".join(f"{t['module']} {t['channels']}/{t['reduction']}" for t in e["timm_taps"])
+        print(f"{e['name']}: timm {taps}")
+        last = ", ".join(f"{t['module']} {t['channels']}/{t['reduction']}" for t in e["last_taps"])
+        print(f"{e['name']}: last {last}")
+    return entries
+
+
 def main() -> None:
     """Write all fixtures and the manifest, then print the checks against ghostnet.md."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="rewrite only the feature fixtures, from the committed state dicts",
+    )
+    if parser.parse_args().features:
+        manifest_path = OUT_DIR / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["features"] = feature_entries()
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        return
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     available = set(timm.list_models("ghostnet*"))
     entries: list[dict[str, Any]] = []
@@ -321,6 +478,7 @@ def main() -> None:
         "fixtures": entries,
         "skipped": skipped,
         "reference_totals": totals,
+        "features": feature_entries(),
     }
     (OUT_DIR / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for e in entries:

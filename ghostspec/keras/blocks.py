@@ -284,8 +284,19 @@ def bottleneck(x: Tensor, node: Bottleneck) -> Tensor:
 
 def conv_node(x: Tensor, node: ConvNode) -> Tensor:
     """The stem (`conv_stem`, `bn1`, `act1`) or the last 1x1 conv (`blocks.N.0.{conv,bn1,act1}`)."""
-    act_name = "act1" if node.kind == "stem" else f"{node.name}.act1"
-    return conv_bn_act(x, node.op, act_name)
+    return conv_bn_act(x, node.op, _act_name(node))
+
+
+def conv_node_pre_norm(x: Tensor, node: ConvNode) -> tuple[Tensor, Tensor]:
+    """`conv_node`'s output and its conv's output before the BatchNorm, the map timm's
+    features_only returns for the stem (deploy plans keep this BatchNorm unfolded)."""
+    assert node.op.bn is not None
+    pre = conv(x, node.op.conv)
+    return activation(batch_norm(pre, node.op.bn), node.op.activation, _act_name(node)), pre
+
+
+def _act_name(node: ConvNode) -> str:
+    return "act1" if node.kind == "stem" else f"{node.name}.act1"
 
 
 def head(x: Tensor, node: Head) -> Tensor:

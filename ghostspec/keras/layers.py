@@ -32,3 +32,18 @@ class LegacyNearestUpsample(keras.layers.Layer):
     def compute_output_shape(self, input_shapes: list[Any]) -> tuple[Any, ...]:
         source, like = input_shapes
         return (source[0], like[1], like[2], source[3])
+
+
+def _training_objects() -> dict[str, type]:
+    """The optimizers and schedule of `ghostspec train`, which a run's last.keras names."""
+    from ghostspec.train.optim import TRAINING_OBJECTS
+
+    return TRAINING_OBJECTS
+
+
+# Every class ghostspec registers with Keras, by registered name: the model loader passes these
+# to Keras and refuses any other custom class a file names.
+CUSTOM_OBJECTS: dict[str, type] = {
+    keras.saving.get_registered_name(LegacyNearestUpsample): LegacyNearestUpsample,
+    **_training_objects(),
+}

@@ -19,7 +19,8 @@ BUILDERS: dict[type, Callable[[Any, Any], Any]] = {
 
 
 def build_model(plan: Plan) -> keras.Model:
-    """A functional, channels-last keras.Model computing exactly the plan's network.
+    """A functional, channels-last keras.Model computing exactly the plan's network; for a
+    feature extractor (`plan.features`), with a list of outputs, one feature map per tap.
 
     The graph is wired inside a `keras.StatelessScope`, which defers creating the variables until
     the scope closes. Created there, outside every layer's name scope, each TensorFlow variable
@@ -30,6 +31,21 @@ def build_model(plan: Plan) -> keras.Model:
     with keras.StatelessScope():
         inputs = keras.Input(shape=plan.input_shape, name="input")
         x = inputs
+        pre_norm = {tap.node for tap in plan.features if tap.pre_norm}
+        maps: dict[tuple[str, bool], Any] = {}  # (node, pre_norm) -> tensor, for the taps
         for node in plan.nodes:
-            x = BUILDERS[type(node)](x, node)
-        return keras.Model(inputs, x, name=plan.name)
+            if node.name in pre_norm:
+                assert isinstance(node, ConvNode)
+                x, maps[(node.name, True)] = blocks.conv_node_pre_norm(x, node)
+            else:
+                x = BUILDERS[type(node)](x, node)
+            maps[(node.name, False)] = x
+        if not plan.features:
+            return keras.Model(inputs, x, name=plan.name)
+        # A backbone: one named output per tap, in the spec's order (the names become the
+        # output names of the model and of its exported signatures).
+        outputs = [
+            keras.layers.Identity(name=tap.name)(maps[(tap.node, tap.pre_norm)])
+            for tap in plan.features
+        ]
+        return keras.Model(inputs, outputs, name=plan.name)

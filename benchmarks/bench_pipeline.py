@@ -1,0 +1,165 @@
+"""The input pipeline's overhead: a training step fed by ghostspec.data against the same step on
+a batch already in memory.
+
+Run from the repository root:
+`python benchmarks/bench_pipeline.py [--rounds N] [--steps N] [--images N] [--augment KIND]`.
+
+Model: specs/large.yaml at 160x160, batch 32, SGD, sparse categorical cross-entropy from logits,
+one `train_on_batch` per step (the loop the training throughput figures use). "pipeline" steps
+take each batch from `train_dataset` (files read and decoded, cached after the first epoch, then
+the training augmentation, all in tf.data with prefetch: `--augment imagenet` (the default, the
+heaviest: random resized crop, flip, RandAugment m9-mstd0.5, random erasing 0.2), `finetune`
+(the small-data recipe: crop and flip) or `none`); "in memory" steps reuse one batch of
+tensors. Rounds alternate the two so that load from other processes hits both alike; a round is
+long against the prefetch buffer, so the buffer filled while the other kind ran does not flatter
+the pipeline. On a shared machine the wall-time ratio can flatter the pipeline (its threads win
+the process a larger share of the cores), so the CPU-time ratio is printed too.
+The figures are the median step times and their ratio (goal: pipeline / in memory <= 1.10),
+the same for the process's CPU time a step (steadier on a shared machine), and the cost of a
+batch drawn with no training running.
+The images are generated once (tests/imagegen.py, JPEG and PNG, 200-260 px, a folder in /tmp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+SPEC = ROOT / "specs" / "large.yaml"
+SIZE, BATCH = 160, 32
+
+
+def _augments() -> dict[str, Any]:
+    from ghostspec.data import Augment
+
+    return {
+        # the shipped recipes' training augmentation (recipes/imagenet.yaml, finetune.yaml)
+        "imagenet": Augment((0.08, 1.0), (0.75, 4 / 3), True, 9.0, 0.5, 2, 0.2),
+        "finetune": Augment((0.35, 1.0), (0.75, 4 / 3), True, 9.0, 0.5, None, 0.0),
+        "none": Augment.none(),
+    }
+
+
+AUGMENTS = _augments()
+
+
+def make_images(folder: Path, count: int) -> Path:
+    """`count` images of six shape classes, sizes varying like photos (200-260 px)."""
+    import numpy as np
+    from imagegen import SHAPES, _write, draw
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        name, shape = SHAPES[i % len(SHAPES)]
+        target = folder / name
+        target.mkdir(parents=True, exist_ok=True)
+        image = draw(shape, rng, int(rng.integers(200, 261)))
+        _write(image, target / f"{i:05d}{'.png' if i % 4 == 0 else '.jpg'}")
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12, help="train steps per round and kind")
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--augment", choices=list(AUGMENTS), default="imagenet")
+    args = parser.parse_args()
+
+    import keras
+
+    import ghostspec
+    from ghostspec import data
+
+    augment = AUGMENTS[args.augment]
+    folder = Path(tempfile.gettempdir()) / f"ghostspec-bench-pipeline-{args.images}"
+    if not folder.is_dir():
+        make_images(folder, args.images)
+    samples = data.discover(folder, val_split=0.01).splits["train"]
+
+    plan = ghostspec.plan(SPEC, [f"input.shape=[{SIZE}, {SIZE}, 3]"])
+    model = ghostspec.build(plan)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    dataset = data.train_dataset(
+        samples,
+        size=SIZE,
+        channels=3,
+        mean=plan.mean,
+        std=plan.std,
+        batch=BATCH,
+        augment=augment,
+        seed=0,
+    ).repeat()
+    batches = iter(dataset)
+    x_memory, y_memory = next(batches)
+
+    def pipeline_step() -> None:
+        x, y = next(batches)
+        model.train_on_batch(x, y)
+
+    def memory_step() -> None:
+        model.train_on_batch(x_memory, y_memory)
+
+    start = time.perf_counter()
+    steps_per_epoch = len(samples) // BATCH
+    for _ in range(steps_per_epoch + 2):  # the first epoch decodes and fills the cache
+        pipeline_step()
+    print(
+        f"{len(samples)} images ({steps_per_epoch} steps an epoch), augment {args.augment}; "
+        f"warm-up incl. the first (decoding) epoch {time.perf_counter() - start:.1f} s"
+    )
+    for _ in range(3):
+        memory_step()
+
+    # wall time, and the process's CPU time (all threads: tf.data's and the step's), which
+    # load from other processes on a shared machine changes far less than wall time
+    wall: dict[str, list[float]] = {"pipeline": [], "in memory": []}
+    cpu: dict[str, list[float]] = {"pipeline": [], "in memory": []}
+    kinds: dict[str, Any] = {"pipeline": pipeline_step, "in memory": memory_step}
+    for r in range(args.rounds):
+        for name, step in kinds.items():
+            for _ in range(args.steps):
+                t, c = time.perf_counter(), time.process_time()
+                step()
+                wall[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
+        print(
+            f"round {r + 1}: "
+            + ", ".join(
+                f"{k} {statistics.median(v[-args.steps :]) * 1e3:.0f} ms" for k, v in wall.items()
+            )
+        )
+    # what the pipeline costs on its own: batches drawn with no training step running
+    start, c = time.perf_counter(), time.process_time()
+    for _ in range(steps_per_epoch):
+        next(batches)
+    alone_wall = (time.perf_counter() - start) / steps_per_epoch
+    alone_cpu = (time.process_time() - c) / steps_per_epoch
+    pipe, memory = (statistics.median(wall[k]) for k in ("pipeline", "in memory"))
+    pipe_cpu, memory_cpu = (statistics.median(cpu[k]) for k in ("pipeline", "in memory"))
+    print(f"median step: pipeline {pipe * 1e3:.0f} ms, in memory {memory * 1e3:.0f} ms")
+    print(f"images/s: pipeline {BATCH / pipe:.1f}, in memory {BATCH / memory:.1f}")
+    print(
+        f"CPU time a step: pipeline {pipe_cpu * 1e3:.0f} ms, in memory {memory_cpu * 1e3:.0f} ms; "
+        f"a batch with no training: {alone_wall * 1e3:.0f} ms wall, {alone_cpu * 1e3:.0f} ms CPU"
+    )
+    print(f"ratio pipeline / in memory: wall {pipe / memory:.3f}, CPU {pipe_cpu / memory_cpu:.3f}")
+    print("goal: wall ratio <= 1.10")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,395 @@
+"""Accuracy of a model on an image folder: top-1, top-5, loss, per-class accuracy, confusion.
+
+The model comes from a run folder (its best.keras and classes), a .keras file, or a spec with
+--weights. Images get the evaluation preprocessing (`ghostspec.images.eval_preprocess`) with the
+model's own mean, std, input size and crop_pct when its metadata has them. The loss is the sparse
+categorical cross-entropy, from logits, or from probabilities for a model ending in softmax
+(computed as Keras does: rows renormalised and clipped to [1e-7, 1 - 1e-7]).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.images import DEFAULT_CROP_PCT
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+EPSILON = 1e-7  # Keras' backend epsilon, used to clip probabilities
+DEFAULT_SIZE = 224  # for a model that accepts any input size and carries no metadata
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The figures of one evaluation; `confusion[i, j]` counts images of class i predicted j."""
+
+    classes: tuple[str, ...]
+    count: int
+    top1: float
+    top5: float
+    loss: float
+    per_class: tuple[float | None, ...]  # accuracy per class; None where it has no images
+    confusion: np.ndarray
+    from_logits: bool
+    skipped: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "skipped": self.skipped,
+            "top1": self.top1,
+            "top5": self.top5,
+            "loss": self.loss,
+            "from_logits": self.from_logits,
+            "classes": list(self.classes),
+            "per_class": [
+                {"class": name, "images": int(self.confusion[i].sum()), "accuracy": acc}
+                for i, (name, acc) in enumerate(zip(self.classes, self.per_class, strict=True))
+            ],
+            "confusion": self.confusion.tolist(),
+        }
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model ready to evaluate and what it says about its inputs and classes."""
+
+    model: keras.Model
+    name: str
+    classes: tuple[str, ...] | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: tuple[int, int]
+    crop_pct: float
+
+
+# metrics -------------------------------------------------------------------------------------
+
+
+def is_probability_model(model: Any) -> bool:
+    """True when the model's last layer ends in softmax (its outputs are probabilities)."""
+    layer = model.layers[-1] if model.layers else None
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", "")
+    return name == "softmax" or type(layer).__name__ == "Softmax"
+
+
+def metrics(
+    outputs: np.ndarray, labels: np.ndarray, classes: Sequence[str], *, from_logits: bool
+) -> Evaluation:
+    """The figures from model outputs [N, K] and integer labels [N] (float64 throughout)."""
+    out = np.asarray(outputs, np.float64)
+    y = np.asarray(labels, np.int64)
+    n, k = out.shape
+    if from_logits:
+        shifted = out - out.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    else:
+        probs = out / out.sum(axis=1, keepdims=True)
+        log_probs = np.log(np.clip(probs, EPSILON, 1.0 - EPSILON))
+    loss = float(-log_probs[np.arange(n), y].mean())
+    predicted = out.argmax(axis=1)
+    top = min(5, k)
+    # in top 5: fewer than 5 classes score strictly higher than the true one (ties count in)
+    true_score = out[np.arange(n), y][:, None]
+    top5 = float(((out > true_score).sum(axis=1) < top).mean())
+    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    np.add.at(confusion, (y, predicted), 1)
+    per_class = tuple(
+        float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None
+        for i in range(len(classes))
+    )
+    return Evaluation(
+        classes=tuple(classes),
+        count=n,
+        top1=float((predicted == y).mean()),
+        top5=top5,
+        loss=loss,
+        per_class=per_class,
+        confusion=confusion,
+        from_logits=from_logits,
+    )
+
+
+def predict(model: Any, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs and labels over a dataset of (x, y) batches, in inference mode."""
+    import tensorflow as tf
+
+    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    outputs, labels = [], []
+    for x, y in dataset:
+        outputs.append(np.asarray(step(x), np.float32))
+        labels.append(y.numpy())
+    if not outputs:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int32)
+    return np.concatenate(outputs), np.concatenate(labels)
+
+
+# loading the model ---------------------------------------------------------------------------
+
+
+def _error(file: str | Path, message: str, hint: str | None = None) -> SpecError:
+    return SpecError([Diagnostic(file=str(file), message=message, hint=hint)])
+
+
+def load_keras_file(path: Path) -> tuple[Any, Any]:
+    """(model, metadata or None) of a .keras file, through the one loader (bounded archive,
+    safe mode, ghostspec's layers registered, one-line errors)."""
+    from ghostspec.modelfile import load_model_file
+
+    loaded = load_model_file(path, compile=False)
+    return loaded.model, loaded.metadata
+
+
+def _read_classes_txt(path: Path) -> tuple[str, ...] | None:
+    from ghostspec.files import read_regular_file
+
+    if not path.is_file():
+        return None
+    text = read_regular_file(path, 16 * 2**20, "class list").decode("utf-8", "replace")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    return names or None
+
+
+def _static_size(model: Any, file: Path) -> tuple[int, int] | None:
+    from ghostspec.modelfile import image_input_shape
+
+    h, w, _ = image_input_shape(model, str(file))
+    return None if h is None or w is None else (h, w)
+
+
+def load_source(
+    source: str | Path,
+    *,
+    weights: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> ModelSource:
+    """A run folder (best.keras + classes.txt), a .keras file, or a spec with weights."""
+    from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD
+
+    path = Path(source)
+    if path.is_dir() or path.suffix.lower() == ".keras":
+        if weights or overrides:
+            raise _error(
+                source,
+                "--weights and --set apply to specs, not to a saved model or run folder",
+                "drop them, or evaluate the spec with --weights",
+            )
+        classes_txt = None
+        if path.is_dir():
+            model_file = path / "best.keras"
+            if not model_file.is_file():
+                raise _error(
+                    path,
+                    "is not a run folder: it has no best.keras",
+                    "pass a run folder written by `ghostspec train`, a .keras file or a spec",
+                )
+            classes_txt = _read_classes_txt(path / "classes.txt")
+        else:
+            model_file = path
+        model, meta = load_keras_file(model_file)
+        static = _static_size(model, model_file)
+        channels = int(model.inputs[0].shape[-1])
+        default_mean = IMAGENET_MEAN if channels == 3 else (0.0,) * channels
+        default_std = IMAGENET_STD if channels == 3 else (1.0,) * channels
+        size = getattr(meta, "input_size", None) or static or (DEFAULT_SIZE, DEFAULT_SIZE)
+        return ModelSource(
+            model=model,
+            name=model.name,
+            classes=tuple(getattr(meta, "classes", None) or ()) or classes_txt,
+            mean=tuple(getattr(meta, "mean", None) or default_mean),
+            std=tuple(getattr(meta, "std", None) or default_std),
+            input_size=(int(size[0]), int(size[1])),
+            crop_pct=float(getattr(meta, "crop_pct", None) or DEFAULT_CROP_PCT),
+        )
+    from ghostspec import pipeline
+
+    plan = pipeline.plan(str(source), list(overrides))
+    if weights is None:
+        raise _error(
+            source,
+            "a spec alone is an untrained model; evaluating it measures nothing",
+            "pass --weights PATH, a .keras file or a run folder",
+        )
+    model = pipeline.build(plan, weights=weights)
+    h, w, _ = plan.input_shape
+    return ModelSource(
+        model=model,
+        name=plan.name,
+        classes=None,
+        mean=tuple(plan.mean),
+        std=tuple(plan.std),
+        input_size=(DEFAULT_SIZE, DEFAULT_SIZE) if h is None or w is None else (h, w),
+        crop_pct=DEFAULT_CROP_PCT,
+    )
+
+
+def _output_classes(model: Any) -> int:
+    shape = model.outputs[0].shape
+    if len(shape) != 2 or shape[-1] is None:
+        raise _error(
+            model.name,
+            f"the model's output has shape {tuple(shape)}, not class scores [N, classes]",
+            "evaluate a classifier (a spec with include_top: true)",
+        )
+    return int(shape[-1])
+
+
+def label_map(
+    model_classes: tuple[str, ...] | None, data_classes: tuple[str, ...], outputs: int, data: Path
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """The class names in the model's index order and data label -> model index."""
+    if model_classes is not None:
+        if len(model_classes) != outputs:
+            raise _error(
+                data,
+                f"the model has {outputs} outputs but its class list names {len(model_classes)}",
+            )
+        unknown = [c for c in data_classes if c not in model_classes]
+        if unknown:
+            raise _error(
+                data,
+                f"the data has classes the model was not trained on: "
+                f"{', '.join(map(repr, unknown[:10]))}",
+                f"the model knows {', '.join(map(repr, model_classes[:10]))}"
+                + (" ..." if len(model_classes) > 10 else ""),
+            )
+        index = {name: i for i, name in enumerate(model_classes)}
+        return model_classes, np.array([index[c] for c in data_classes], np.int64)
+    if len(data_classes) != outputs:
+        raise _error(
+            data,
+            f"the data has {len(data_classes)} classes but the model has {outputs} outputs",
+            "evaluate on the data the model was trained for, or build the spec with "
+            f"--set head.classes={len(data_classes)} and train it",
+        )
+    return data_classes, np.arange(len(data_classes))
+
+
+def evaluate(
+    source: str | Path,
+    data: str | Path,
+    *,
+    split: str = "val",
+    batch_size: int = 64,
+    weights: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    val_split: float | None = None,
+    seed: int = 0,
+    strict: bool = False,
+) -> Evaluation:
+    """Evaluate a model (see `load_source`) on a split of an image folder."""
+    from ghostspec.data import check_samples, discover, eval_dataset
+
+    if batch_size < 1:
+        raise _error("--batch-size", f"{batch_size} is not a positive batch size")
+    folder = discover(data, val_split=val_split, seed=seed)
+    if split not in folder.splits:
+        raise _error(
+            folder.root,
+            f"has no {split}/ split (it has {', '.join(sorted(folder.splits))})",
+            f"add {folder.root}/{split}/<class>/ images, or choose another --split",
+        )
+    samples = folder.splits[split]
+    if not samples:
+        raise _error(folder.root, f"the {split} split holds no images")
+    checked = check_samples(samples, strict=strict)  # before loading the model: fail early
+    loaded = load_source(source, weights=weights, overrides=overrides)
+    outputs = _output_classes(loaded.model)
+    names, mapping = label_map(loaded.classes, folder.classes, outputs, folder.root)
+    channels = int(loaded.model.inputs[0].shape[-1])
+    dataset = eval_dataset(
+        checked,
+        size=loaded.input_size,
+        channels=channels,
+        mean=loaded.mean,
+        std=loaded.std,
+        crop_pct=loaded.crop_pct,
+        batch=batch_size,
+        strict=strict,
+    )
+    out, labels = predict(loaded.model, dataset)
+    if len(labels) == 0:
+        raise _error(folder.root, f"none of the {split} images could be decoded")
+    result = metrics(
+        out, mapping[labels], names, from_logits=not is_probability_model(loaded.model)
+    )
+    skipped = len(samples) - result.count
+    return Evaluation(**{**result.__dict__, "skipped": skipped})
+
+
+# output --------------------------------------------------------------------------------------
+
+
+def render_table(result: Evaluation, title: str = "") -> str:
+    width = max([len("class"), *(len(c) for c in result.classes)])
+    lines = []
+    if title:
+        lines.append(title)
+    skipped = f" ({result.skipped} unreadable skipped)" if result.skipped else ""
+    lines.append(
+        f"{result.count} images{skipped}: top-1 {result.top1:.2%}, top-5 {result.top5:.2%}, "
+        f"loss {result.loss:.4f}"
+    )
+    lines.append(f"  {'class':<{width}}  {'images':>6}  accuracy")
+    for i, (name, acc) in enumerate(zip(result.classes, result.per_class, strict=True)):
+        shown = "-" if acc is None else f"{acc:.2%}"
+        lines.append(f"  {name:<{width}}  {int(result.confusion[i].sum()):>6}  {shown:>8}")
+    return "\n".join(lines)
+
+
+def render_json(result: Evaluation) -> str:
+    return json.dumps(result.to_json(), indent=2)
+
+
+def check_png_target(target: str | Path, inputs: Sequence[str | Path | None] = ()) -> Path:
+    """Refuse a confusion-matrix path that cannot be written, before any work is done."""
+    from ghostspec.files import check_output
+
+    return check_output(target, inputs=inputs, suffixes=(".png",), what="confusion matrix")
+
+
+def write_confusion(result: Evaluation, target: str | Path) -> Path:
+    """The confusion matrix as a PNG (matplotlib, Agg), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ghostspec.files import write_with
+
+    path = check_png_target(target)
+    k = len(result.classes)
+    side = min(2.0 + 0.45 * k, 40.0)
+    fig, ax = plt.subplots(figsize=(side, side))
+    try:
+        rows = result.confusion.sum(axis=1, keepdims=True)
+        shares = result.confusion / np.maximum(rows, 1)
+        ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"top-1 {result.top1:.2%} on {result.count} images")
+        if k <= 50:
+            ax.set_xticks(range(k), result.classes, rotation=90)
+            ax.set_yticks(range(k), result.classes)
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    value = int(result.confusion[i, j])
+                    if value:
+                        colour = "white" if shares[i, j] > 0.5 else "black"
+                        ax.text(j, i, str(value), ha="center", va="center", color=colour)
+        fig.tight_layout()
+        write_with(path, lambda temp: fig.savefig(temp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
+    return path
