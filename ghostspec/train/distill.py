@@ -1,24 +1,56 @@
-"""Knowledge distillation, GhostNetV3's training strategy, as a Keras training model.
+"""The model `fit` trains, and knowledge distillation (GhostNetV3's training strategy).
 
-The loss on a batch of N images with labels y, student logits s and teacher logits t is
+The loss on a batch of N images with one-hot labels y, student logits s and teacher logits t is
 
     loss = CE_ls(y, s) + weight * T^2 * mean_n KL(softmax(t_n / T) || softmax(s_n / T))
 
-CE_ls is the label-smoothed cross-entropy of the recipe. With T = 1 the distillation term is the
-GhostNetV3 authors' `kd_loss` (the mean over the batch of -sum_c p_t log p_s, with
-p = softmax of the logits) minus the teacher's entropy, a constant for the student: the same
-gradients, with a value that is 0 when the student matches the teacher. T^2 keeps the gradient
-scale independent of T (Hinton et al., 2015). The teacher runs in inference mode, its weights are
-frozen, its input is resized when its size differs, and it is not part of the saved student.
+CE_ls is the recipe's label-smoothed cross-entropy (the compiled loss, as without a teacher).
+With T = 1 the distillation term is the GhostNetV3 authors' `kd_loss` (Efficient-AI-Backbones,
+ghostnetv3_pytorch/train.py: the mean over the batch of -sum_c p_t log p_s, p = softmax of the
+logits) minus the teacher's entropy, a constant for the student: the same gradients, with a value
+that is 0 when the student matches the teacher. T^2 keeps the gradient scale independent of T
+(Hinton et al., 2015). The teacher runs in inference mode with frozen weights, its input is
+resized (and re-normalised) when it was trained on another size (or normalisation), and it is
+held outside Keras' tracking, so it is in no checkpoint and no saved model of the student.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from ghostspec.train.metrics import DISTILL_COLUMN as DISTILL_METRIC  # KL, unweighted, per epoch
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A loaded teacher and what its input needs: `size` to resize to (None: the student's),
+    `scale` and `shift` to turn the student's normalised pixels into the teacher's."""
+
+    model: Any
+    size: tuple[int, int] | None
+    scale: tuple[float, ...] | None = None
+    shift: tuple[float, ...] | None = None
+    probabilities: bool = False  # its output is softmax probabilities, not logits
+
+
+def renormalisation(
+    student: tuple[Sequence[float], Sequence[float]],
+    teacher: tuple[Sequence[float], Sequence[float]],
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(scale, shift) with x_t = x_s * scale + shift for images normalised with the student's
+    (mean, std) and a teacher trained on its own; None when they are the same."""
+    (ms, ss), (mt, st) = student, teacher
+    if tuple(ms) == tuple(mt) and tuple(ss) == tuple(st):
+        return None
+    scale = tuple(float(a / b) for a, b in zip(ss, st, strict=True))
+    shift = tuple(float((a - b) / c) for a, b, c in zip(ms, mt, st, strict=True))
+    return scale, shift
 
 
 def kl_divergence(teacher_logits: Any, student_logits: Any, temperature: float) -> Any:
-    """Per-sample KL(softmax(t / T) || softmax(s / T)), computed from log-softmax for stability."""
+    """Per-sample KL(softmax(t / T) || softmax(s / T)), from log-softmax for stability, float32."""
     from keras import ops
 
     t = ops.cast(teacher_logits, "float32") / temperature
@@ -28,32 +60,13 @@ def kl_divergence(teacher_logits: Any, student_logits: Any, temperature: float) 
     return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
 
 
-def smoothed_cross_entropy(labels: Any, logits: Any, smoothing: float) -> Any:
-    """Per-sample cross-entropy with the targets (1 - e) one-hot + e / classes (timm's and
-    Keras' label smoothing), from logits."""
+def as_logits(outputs: Any, probabilities: bool) -> Any:
+    """Logits from a model's output: log p for a softmax output (the same softmax again)."""
+    if not probabilities:
+        return outputs
     from keras import ops
 
-    logits = ops.cast(logits, "float32")
-    classes = ops.shape(logits)[-1]
-    target = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), classes)
-    target = target * (1.0 - smoothing) + smoothing / ops.cast(classes, "float32")
-    return -ops.sum(target * ops.log_softmax(logits, axis=-1), axis=-1)
-
-
-def distillation_loss(
-    labels: Any,
-    student_logits: Any,
-    teacher_logits: Any,
-    *,
-    weight: float,
-    temperature: float,
-    smoothing: float,
-) -> Any:
-    """Per-sample loss; the training model averages it over the global batch."""
-    kd = kl_divergence(teacher_logits, student_logits, temperature)
-    return smoothed_cross_entropy(labels, student_logits, smoothing) + (
-        weight * temperature**2 * kd
-    )
+    return ops.log(ops.maximum(ops.cast(outputs, "float32"), 1e-30))
 
 
 def freeze_teacher(teacher: Any) -> Any:
@@ -64,50 +77,58 @@ def freeze_teacher(teacher: Any) -> Any:
     return teacher
 
 
-def teacher_input(images: Any, size: tuple[int, int] | None) -> Any:
-    """The student's batch resized for a teacher trained at another size (bilinear, as the
-    authors' `transforms.Resize`)."""
-    if size is None:
-        return images
+def teacher_input(images: Any, teacher: Teacher) -> Any:
+    """The student's batch as the teacher was trained to see it: re-normalised, then resized
+    (bilinear, as the authors' `transforms.Resize`) when the sizes differ."""
     from keras import ops
 
-    shape = ops.shape(images)
-    if images.shape[1] == size[0] and images.shape[2] == size[1]:
-        return images
-    del shape
-    return ops.image.resize(images, size, interpolation="bilinear")
+    x = images
+    if teacher.scale is not None and teacher.shift is not None:
+        x = x * ops.convert_to_tensor(teacher.scale, x.dtype) + ops.convert_to_tensor(
+            teacher.shift, x.dtype
+        )
+    size = teacher.size
+    if size is not None and (x.shape[1], x.shape[2]) != tuple(size):
+        x = ops.image.resize(x, size, interpolation="bilinear")
+    return x
 
 
 def training_model(
     student: Any,
     *,
-    smoothing: float,
-    teacher: Any = None,
+    teacher: Teacher | None = None,
     weight: float = 1.0,
     temperature: float = 1.0,
-    teacher_size: tuple[int, int] | None = None,
+    probabilities: bool = False,
     multi_worker: bool = False,
 ) -> Any:
-    """The model `fit` trains: the student's outputs, the recipe's loss, and with a teacher the
-    distillation term. Its variables are the student's; save the student, never this."""
+    """The model `fit` trains: the student's outputs and variables, the compiled loss, plus the
+    distillation term when there is a teacher. Save the student, never this model.
+    `probabilities`: the student's output is softmax probabilities (the spec's head says so).
+
+    Create it under the run's dtype policy: Keras' compile wraps the optimizer in a
+    LossScaleOptimizer when this model's policy is mixed_float16."""
     import keras
     from keras import ops
 
-    class SmoothedCrossEntropy(keras.losses.Loss):
-        def call(self, y_true: Any, y_pred: Any) -> Any:
-            return smoothed_cross_entropy(y_true, y_pred, smoothing)
-
     class Distillation(keras.losses.Loss):
+        """weight * T^2 * KL per sample; a Loss object, so Keras averages it over the batch and
+        scales it for the replicas like the compiled loss."""
+
         def call(self, y_true: Any, y_pred: Any) -> Any:
             return weight * temperature**2 * kl_divergence(y_true, y_pred, temperature)
+
+    held = None if teacher is None else (teacher,)  # a tuple: Keras does not track the teacher
+    if teacher is not None:
+        freeze_teacher(teacher.model)
 
     class TrainingModel(keras.Model):
         def __init__(self) -> None:
             super().__init__(name=f"{student.name}_training")
             self.student = student
-            self.teacher = None if teacher is None else freeze_teacher(teacher)
-            self.cross_entropy = SmoothedCrossEntropy(name="cross_entropy")
             self.distillation = Distillation(name="distillation")
+            # an attribute, so Keras counts it among the model's metrics (reset every epoch)
+            self.kl_tracker = keras.metrics.Mean(name=DISTILL_METRIC) if held else None
 
         def call(self, x: Any, training: bool = False) -> Any:
             return self.student(x, training=training)
@@ -120,12 +141,15 @@ def training_model(
             sample_weight: Any = None,
             training: bool = True,
         ) -> Any:
-            # Both are keras Loss objects, so Keras scales them for the replicas itself.
-            loss = self.cross_entropy(y, y_pred)
-            if self.teacher is not None and training:  # validation loss stays the plain one
-                target = self.teacher(teacher_input(x, teacher_size), training=False)
-                loss = loss + self.distillation(ops.stop_gradient(target), y_pred)
-            return loss
+            loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+            if held is None or not training:  # the validation loss stays the recipe's
+                return loss
+            (t,) = held
+            target = t.model(teacher_input(x, t), training=False)
+            target = ops.stop_gradient(as_logits(target, t.probabilities))
+            logits = as_logits(y_pred, probabilities)
+            self.kl_tracker.update_state(kl_divergence(target, logits, temperature))
+            return loss + self.distillation(target, logits)
 
         # Keras 3's `fit` under MultiWorkerMirroredStrategy reduces every logged value over
         # axis 0, which fails on scalars (tensorflow/tensorflow#72388): log them as [1]-vectors,
@@ -134,7 +158,9 @@ def training_model(
             return self._loggable(super().train_step(data))
 
         def test_step(self, data: Any) -> Any:
-            return self._loggable(super().test_step(data))
+            logs = super().test_step(data)
+            logs.pop(DISTILL_METRIC, None)  # not measured in validation
+            return self._loggable(logs)
 
         def _loggable(self, logs: dict[str, Any]) -> dict[str, Any]:
             if not multi_worker:

@@ -17,14 +17,15 @@ from ghostspec.diagnostics import Diagnostic, SpecError
 Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
 
 
-def check_precision(precision: Precision, gpus: int) -> None:
+def check_precision(precision: Precision, gpus: int, file: str = "recipe") -> None:
     """mixed_float16 needs a GPU: on a CPU TensorFlow runs float16 convolutions emulated, far
     slower than float32 and without the loss-scaling benefit, so refuse it with the options."""
     if precision == "mixed_float16" and gpus == 0:
         raise SpecError(
             [
                 Diagnostic(
-                    file="precision",
+                    file=file,
+                    path="precision",
                     message="mixed_float16 needs a GPU, and this machine has none "
                     "(TensorFlow's CPU kernels compute float16 slowly, in emulation)",
                     hint="use --hp precision=mixed_bfloat16 (bfloat16 runs on CPUs) or "
@@ -58,14 +59,3 @@ def float32_logits(model: Any) -> Any:
         model.outputs[0]
     )
     return keras.Model(model.inputs, logits, name=model.name)
-
-
-def copy_weights(source: Any, target: Any) -> None:
-    """Copy every variable by layer name (the mixed model has one extra, weightless layer)."""
-    for layer in target.layers:
-        if not layer.weights:
-            continue
-        values = source.get_layer(layer.name).get_weights()
-        layer.set_weights(
-            [v.astype(w.dtype) for v, w in zip(values, layer.get_weights(), strict=True)]
-        )
