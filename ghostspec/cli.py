@@ -231,6 +231,16 @@ def _parser() -> argparse.ArgumentParser:
         "--val-split", type=float, metavar="F", help="hold out this fraction of train/ as val"
     )
     p.add_argument("--strict-data", action="store_true", help="stop at an unreadable image")
+    p.add_argument(
+        "--strategy",
+        choices=["auto", "one", "mirrored", "multiworker"],
+        help="tf.distribute strategy (--hp strategy=...; multiworker reads TF_CONFIG)",
+    )
+    p.add_argument(
+        "--devices",
+        metavar="DEV[,DEV]",
+        help="devices for one/mirrored, e.g. --devices gpu:0,gpu:1 (default: every GPU)",
+    )
     p.add_argument("-o", "--output", metavar="RUN_DIR", help="default: runs/<spec name>-<n>")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last epoch")
     p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
@@ -818,6 +828,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             output=args.output,
             resume=args.resume,
             weights=args.weights,
+            strategy=args.strategy,
+            devices=[d.strip() for d in (args.devices or "").split(",") if d.strip()],
         )
     except Interrupted as stop:
         terminated = isinstance(stop.signal, Terminated)

@@ -22,9 +22,16 @@ import keras
 import numpy as np
 
 from ghostspec.files import atomic_path
+from ghostspec.train.distill import DISTILL_METRIC
 from ghostspec.train.metrics import write_curves, write_metrics
 from ghostspec.train.optim import WarmupSchedule
-from ghostspec.train.run import RunFolder, RunState, remove_stale_checkpoints, save_state
+from ghostspec.train.run import (
+    RunFolder,
+    RunState,
+    checkpoint_name,
+    remove_stale_checkpoints,
+    save_state,
+)
 
 Echo = Callable[[str], None]
 
@@ -72,9 +79,14 @@ def model_values(model: keras.Model, optimizer: Any, ema: bool) -> list[np.ndarr
 
 
 def seed_generators(model: keras.Model) -> list[Any]:
-    """The random-state generators of the model's layers (dropout), in layer order. Their state
-    is not part of a weights file, so the run state carries it."""
-    return [g for layer in model.layers for g in getattr(layer, "_seed_generators", ())]
+    """The random-state generators of the model's layers (dropout), in layer order, nested
+    models included. Their state is not part of a weights file, so the run state carries it."""
+    found = []
+    for layer in model.layers:
+        found.extend(getattr(layer, "_seed_generators", ()))
+        if isinstance(layer, keras.Model):
+            found.extend(seed_generators(layer))
+    return found
 
 
 def save_checkpoint(model: keras.Model, target: Path) -> None:
@@ -265,8 +277,10 @@ class RunKeeper(keras.callbacks.Callback):
         save_last: Callable[[], None],
         echo: Echo,
         title: str,
+        keep: int = 1,
     ) -> None:
         super().__init__()
+        self.keep = keep  # checkpoints kept: 2 for multi-worker runs (see write_state)
         self.folder = folder
         self.state = state
         self.clock = clock
@@ -286,7 +300,7 @@ class RunKeeper(keras.callbacks.Callback):
         row: dict[str, float] = {
             "epoch": epoch + 1,
             "lr": current_lr(self.schedule, self.model.optimizer),
-            **{k: logs[k] for k in ("loss", "top1", "top5") if k in logs},
+            **{k: logs[k] for k in ("loss", "top1", "top5", DISTILL_METRIC) if k in logs},
             **{k: logs[k] for k in ("val_loss", "val_top1", "val_top5") if k in logs},
             "seconds": time.perf_counter() - self.clock.begin,
         }
@@ -327,18 +341,21 @@ class RunKeeper(keras.callbacks.Callback):
             )
 
     def write_state(self) -> None:
-        """The checkpoint first, then the state naming it, then the older checkpoint goes: a
-        crash anywhere leaves a state and the checkpoint it names."""
+        """The checkpoint first, then the state naming it, then older checkpoints go: a crash
+        anywhere leaves a state and the checkpoint it names. Multi-worker runs keep the previous
+        epoch's checkpoint and state too, for a worker that died while saving this one."""
         state = self.state
-        name = f"epoch-{state.epoch}.weights.h5"
+        name = checkpoint_name(state.epoch)
         save_checkpoint(self.model, self.folder.state_dir / name)
         state.checkpoint = name
         state.seed_states = [
             [int(v) for v in np.asarray(g.state.numpy()).ravel()]
             for g in seed_generators(self.model)
         ]
-        save_state(self.folder, state)
-        remove_stale_checkpoints(self.folder, keep=name)
+        save_state(self.folder, state, snapshot=self.keep > 1)
+        remove_stale_checkpoints(
+            self.folder, keep=range(max(0, state.epoch - self.keep + 1), state.epoch + 1)
+        )
 
 
 def summary_line(row: dict[str, float], epochs: int, best: bool) -> str:

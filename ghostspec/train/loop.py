@@ -91,6 +91,16 @@ class Setup:
     skip: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
     existing: ExistingRun | None = None
+    devices: tuple[str, ...] = ()
+    cluster: Any = None  # ghostspec.train.distribute.Cluster of a multi-worker run, else None
+    writer_dir: Path | None = None  # a worker's own copy of the run folder (not the chief)
+    teacher_plan: Plan | None = None  # distill.teacher given as {spec, weights}
+    teacher_weights: Mapping[str, np.ndarray] | None = None
+
+    @property
+    def folder_path(self) -> Path:
+        """The folder this process writes: the run folder, or this worker's copy of it."""
+        return self.run_dir if self.writer_dir is None else self.writer_dir
 
 
 def _error(file: str | Path, message: str, hint: str | None = None, path: str = "") -> SpecError:
@@ -124,32 +134,92 @@ def _recipe_problem(
     return _error(file, message, hint, path=".".join(path))
 
 
-def _unsupported(recipe: Any, document: Callable[[], Document] | None, file: str) -> None:
-    """Recipe features this version does not train with: refused up front, never ignored."""
-    if recipe.precision != "float32":
-        raise _recipe_problem(
-            document,
-            file,
-            ("precision",),
-            f"precision {recipe.precision} is not supported by this version of ghostspec train",
-            "use precision: float32",
+def _check_distill(
+    recipe: Any,
+    document: Callable[[], Document] | None,
+    file: str,
+    classes: int,
+    size: tuple[int, int],
+) -> tuple[Any, Plan | None, Mapping[str, np.ndarray] | None]:
+    """The teacher checked without TensorFlow: a .keras file that exists, or a spec with a
+    classifier for the data's classes and weights that fit it. Relative paths are resolved
+    against the current folder and written absolute into the run's recipe (so a resumed run
+    finds them anywhere). Returns the recipe with those paths, the teacher's plan and weights."""
+    from ghostspec import pipeline
+    from ghostspec.recipe import TeacherSpec
+    from ghostspec.weights import check_state_dict, read_state_dict
+
+    distill = recipe.distill
+    if distill is None:
+        return recipe, None, None
+    where = ("distill", "teacher")
+    teacher = distill.teacher
+    if isinstance(teacher, str):
+        path = Path(teacher)
+        if not path.is_file():
+            raise _recipe_problem(
+                document,
+                file,
+                where,
+                f"the teacher {teacher} is not a file"
+                + ("" if path.is_absolute() else f" (relative to {Path.cwd()})"),
+                "give a .keras file saved by ghostspec train or build (relative to the current "
+                "folder), or {spec: PATH, weights: PATH}",
+            )
+        resolved: Any = str(path.resolve())
+        plan, state = None, None
+    else:
+        for key, value in (("spec", teacher.spec), ("weights", teacher.weights)):
+            if not Path(value).is_file():
+                raise _recipe_problem(
+                    document,
+                    file,
+                    (*where, key),
+                    f"the teacher's {key} file {value} does not exist",
+                    "paths are relative to the current folder",
+                )
+        own = pipeline.load(teacher.spec).input.shape
+        teacher_size = distill.teacher_input_size or (
+            size if own[0] is None or own[1] is None else (int(own[0]), int(own[1]))
         )
-    if recipe.strategy == "multiworker":
-        raise _recipe_problem(
-            document,
-            file,
-            ("strategy",),
-            "strategy multiworker is not supported by this version of ghostspec train",
-            "use strategy: auto, one or mirrored",
+        plan = pipeline.plan(teacher.spec, input_size=tuple(teacher_size))
+        head = plan.nodes[-1]
+        if not isinstance(head, Classifier) or head.linear.cout != classes:
+            got = head.linear.cout if isinstance(head, Classifier) else "no"
+            raise _recipe_problem(
+                document,
+                file,
+                (*where, "spec"),
+                f"the teacher {teacher.spec} has {got} classifier outputs; the data has "
+                f"{classes} classes",
+                "distil from a teacher trained on the same classes",
+            )
+        state = read_state_dict(teacher.weights)
+        problems = check_state_dict(plan, state, teacher.weights)
+        if problems:
+            raise SpecError(problems)
+        resolved = TeacherSpec(
+            spec=str(Path(teacher.spec).resolve()), weights=str(Path(teacher.weights).resolve())
         )
-    if recipe.distill is not None:
-        raise _recipe_problem(
-            document,
-            file,
-            ("distill",),
-            "knowledge distillation is not supported by this version of ghostspec train",
-            "remove the distill section (distill: null)",
+    recipe = recipe.model_copy(update={"distill": distill.model_copy(update={"teacher": resolved})})
+    return recipe, plan, state
+
+
+def _cluster_of(recipe: Any, output: str | Path | None) -> Any:
+    """The TF_CONFIG role of a multi-worker run (None for other strategies); such a run needs
+    the same -o RUN_DIR on every worker, which names each worker's own copy too."""
+    if recipe.strategy != "multiworker":
+        return None
+    from ghostspec.train.distribute import read_tf_config
+
+    cluster = read_tf_config(required=True)
+    if cluster.workers > 1 and output is None:
+        raise _error(
+            "-o",
+            "a multi-worker run needs its run folder named, the same on every worker",
+            "add -o RUN_DIR (the chief writes it; the others keep a temporary copy)",
         )
+    return cluster
 
 
 def _input_size(spec: Spec, recipe: Any) -> tuple[int, int]:
@@ -226,10 +296,17 @@ def prepare(
     resume: str | Path | None = None,
     weights: str | Path | None = None,
     runs_root: str | Path = DEFAULT_ROOT,
+    strategy: str | None = None,
+    devices: Sequence[str] = (),
 ) -> Setup:
-    """Check every input and decide the run folder; nothing is written, TensorFlow not loaded."""
+    """Check every input and decide the run folder; nothing is written, TensorFlow not loaded.
+
+    `strategy` overrides the recipe's (recorded in a new run's recipe.yaml; for a resumed run it
+    applies to this session only, so a run can continue on other hardware); `devices` are the
+    devices a one-device or mirrored strategy uses (machine-specific, so never recorded)."""
     from ghostspec import pipeline
     from ghostspec.data import discover
+    from ghostspec.recipe import Recipe
 
     if resume is not None:
         given = [
@@ -252,21 +329,35 @@ def prepare(
                 f"{', '.join(given)} cannot change them",
                 f"drop {', '.join(given)}, or start a new run",
             )
-        return _prepare_resume(Path(resume), data, strict_data)
+        return _prepare_resume(Path(resume), data, strict_data, strategy, tuple(devices))
     if spec is None:
         raise _error("SPEC", "name the spec to train", "ghostspec train SPEC --data DIR")
     if data is None:
         raise _error("--data", "name the image folder to train on", "--data DIR")
     spec_doc = load_document(spec, tuple(overrides))
     spec_obj = spec_from_document(spec_doc)
+    if strategy is not None and isinstance(recipe, Recipe):
+        recipe = recipe.model_copy(update={"strategy": strategy})
+    elif strategy is not None:
+        hp = [*hp, f"strategy={strategy}"]
     recipe_obj, recipe_doc, recipe_file = _load_recipe(recipe, hp)
-    _unsupported(recipe_obj, recipe_doc, recipe_file)
     size = _input_size(spec_obj, recipe_obj)
     plan = pipeline.plan(spec, tuple(overrides), input_size=size)
     images = discover(data, val_split=val_split, seed=recipe_obj.seed)
     _check_classifier(plan, spec_doc, images.classes, str(data))
+    recipe_obj, teacher_plan, teacher_weights = _check_distill(
+        recipe_obj, recipe_doc, recipe_file, len(images.classes), size
+    )
     state, skip, note = (None, [], None) if weights is None else _check_weights(plan, weights)
-    run_dir = choose_run_folder(plan.name, output, Path(runs_root))
+    cluster = _cluster_of(recipe_obj, output)
+    writer_dir = None
+    if cluster is not None and not cluster.chief:
+        from ghostspec.train.distribute import worker_folder
+
+        run_dir = Path(output)  # type: ignore[arg-type]  # the chief's; _cluster_of checked it
+        writer_dir = worker_folder(run_dir, cluster)
+    else:
+        run_dir = choose_run_folder(plan.name, output, Path(runs_root))
     given = " ".join(f"--set {o}" for o in overrides)
     spec_note = f"resolved by ghostspec train from {spec}{' ' + given if given else ''}"
     recipe_note = f"resolved by ghostspec train from {recipe_file}" + (
@@ -291,14 +382,65 @@ def prepare(
         weights_file=None if weights is None else str(weights),
         skip=tuple(skip),
         notes=(note,) if note else (),
+        devices=tuple(devices),
+        cluster=cluster,
+        writer_dir=writer_dir,
+        teacher_plan=teacher_plan,
+        teacher_weights=teacher_weights,
     )
 
 
-def _prepare_resume(path: Path, data: str | Path | None, strict_data: bool) -> Setup:
+def _resume_source(path: Path, strategy: str | None) -> tuple[ExistingRun, Any, Path | None]:
+    """The run to continue, this worker's TF_CONFIG role (multi-worker runs) and its own copy.
+
+    The chief continues RUN_DIR itself. Another worker continues its copy of the run, which it
+    kept when it stopped; a worker without one (a new machine) starts its copy from RUN_DIR
+    when RUN_DIR is readable there (a shared filesystem)."""
+    from ghostspec.recipe import load_recipe
+    from ghostspec.train.distribute import Cluster, read_tf_config, worker_folder
+
+    try:
+        guess: Cluster | None = read_tf_config()
+    except SpecError:
+        guess = None  # reported below if the run turns out to be a multi-worker one
+    copy = None if guess is None or guess.chief else worker_folder(path, guess)
+    own = None
+    if copy is not None:
+        with contextlib.suppress(SpecError):
+            own = open_run(copy)
+    run = own or open_run(path)
+    chosen = strategy or load_recipe(run.folder.recipe).strategy
+    if chosen != "multiworker":
+        return (open_run(path) if own is not None else run), None, None
+    cluster = read_tf_config(required=True)
+    if cluster.chief:
+        return (open_run(path) if own is not None else run), cluster, None
+    copy = worker_folder(path, cluster)
+    if own is None:
+        import shutil
+
+        shutil.rmtree(copy, ignore_errors=True)
+        (copy / "state").mkdir(parents=True)
+        for name in ("spec.yaml", "recipe.yaml", "classes.txt"):
+            shutil.copy2(path / name, copy / name)
+        for item in (path / "state").iterdir():
+            if item.is_file():
+                shutil.copy2(item, copy / "state" / item.name)
+        own = open_run(copy)
+    return own, cluster, copy
+
+
+def _prepare_resume(
+    path: Path,
+    data: str | Path | None,
+    strict_data: bool,
+    strategy: str | None = None,
+    devices: tuple[str, ...] = (),
+) -> Setup:
     from ghostspec import pipeline
     from ghostspec.data import discover
 
-    run = open_run(path)
+    run, cluster, copy = _resume_source(path, strategy)
     state = run.state
     if state.finished:
         what = "stopped early" if state.stopped_early else f"finished its {state.epoch} epochs"
@@ -306,7 +448,8 @@ def _prepare_resume(path: Path, data: str | Path | None, strict_data: bool) -> S
     spec_doc = load_document(run.folder.spec)
     spec_obj = spec_from_document(spec_doc)
     recipe_obj, recipe_doc, recipe_file = _load_recipe(run.folder.recipe, ())
-    _unsupported(recipe_obj, recipe_doc, recipe_file)
+    if strategy is not None:
+        recipe_obj = recipe_obj.model_copy(update={"strategy": strategy})
     size = _input_size(spec_obj, recipe_obj)
     plan = pipeline.plan(run.folder.spec, input_size=size)
     root = Path(data) if data is not None else Path(state.data)
@@ -319,6 +462,9 @@ def _prepare_resume(path: Path, data: str | Path | None, strict_data: bool) -> S
             "resume with the image folder the run was started on (--data DIR)",
         )
     _check_classifier(plan, spec_doc, images.classes, str(root))
+    recipe_obj, teacher_plan, teacher_weights = _check_distill(
+        recipe_obj, recipe_doc, recipe_file, len(images.classes), size
+    )
     return Setup(
         spec_file=str(run.folder.spec),
         overrides=(),
@@ -330,11 +476,16 @@ def _prepare_resume(path: Path, data: str | Path | None, strict_data: bool) -> S
         size=size,
         strict_data=strict_data or state.strict_data,
         val_split=state.val_split,
-        run_dir=run.folder.path,
+        run_dir=path,
         explicit_dir=True,
         spec_text=run.spec_text,
         recipe_text=run.recipe_text,
         existing=run,
+        devices=devices,
+        cluster=cluster,
+        writer_dir=copy,
+        teacher_plan=teacher_plan,
+        teacher_weights=teacher_weights,
     )
 
 
@@ -370,6 +521,8 @@ def train(
     resume: str | Path | None = None,
     weights: str | Path | None = None,
     runs_root: str | Path = DEFAULT_ROOT,
+    strategy: str | None = None,
+    devices: Sequence[str] = (),
     echo: Echo = print,
     progress: TextIO | None = None,
 ) -> RunResult:
@@ -378,9 +531,10 @@ def train(
 
     `overrides` are the spec's `--set`, `hp` the recipe's `--hp`; `resume` continues a run
     folder from its last completed epoch (then spec, recipe and their overrides must be left
-    out). Bad input raises SpecError before anything is written; Ctrl-C raises Interrupted after
-    the resumable state is saved. `echo` receives the summary lines; the live progress bar goes
-    to `progress` (default stderr) when it is a terminal.
+    out). `strategy` and `devices` choose the tf.distribute strategy (see `prepare`). Bad input
+    raises SpecError before anything is written; Ctrl-C raises Interrupted after the resumable
+    state is saved. `echo` receives the summary lines; the live progress bar goes to `progress`
+    (default stderr) when it is a terminal.
     """
     setup = prepare(
         spec,
@@ -394,8 +548,22 @@ def train(
         resume=resume,
         weights=weights,
         runs_root=runs_root,
+        strategy=strategy,
+        devices=devices,
     )
     return _Session(setup, echo, progress or sys.stderr).run()
+
+
+@dataclass
+class _Built:
+    """What the session builds inside the strategy's scope."""
+
+    net: Any  # the student as Keras builds it (mixed precision: float32 logits appended)
+    model: Any  # the compiled training model fit runs (ghostspec.train.distill.training_model)
+    twin: Any  # the student in float32, uncompiled: what best.keras and deploy.keras hold
+    last: Any  # the student in float32, compiled with the optimizer: what last.keras holds
+    optimizer: Any  # the recipe's optimizer (inside Keras' LossScaleOptimizer for mixed_float16)
+    schedule: Any
 
 
 class _Session:
@@ -403,76 +571,83 @@ class _Session:
 
     def __init__(self, setup: Setup, echo: Echo, stream: TextIO) -> None:
         self.setup = setup
-        self.echo = echo
+        cluster = setup.cluster
+        if cluster is not None and not cluster.chief:
+            self.echo: Echo = lambda line: echo(f"[{cluster.name}] {line}")
+        else:
+            self.echo = echo
         self.stream = stream
 
     def run(self) -> RunResult:
         import keras
         import tensorflow as tf
 
-        from ghostspec.train.strategy import check_batch, make_strategy
+        from ghostspec.train import distribute
+        from ghostspec.train.precision import check_precision
 
         s = self.setup
         recipe = s.recipe
-        keras.utils.set_random_seed(recipe.seed)
+        note = distribute.cluster_note(recipe.strategy)
+        if note:
+            self.echo(note)
+        # first: MultiWorkerMirroredStrategy must configure TensorFlow before anything runs
+        strategy = distribute.make_strategy(recipe.strategy, s.devices, s.recipe_file)
+        keras.utils.set_random_seed(recipe.seed)  # Python, NumPy, TensorFlow, Keras
         if recipe.deterministic:
             tf.config.experimental.enable_op_determinism()
-        strategy = make_strategy(recipe.strategy, tf, s.recipe_file)
-        check_batch(strategy, recipe.batch_size, s.recipe_file)
-        train_ds, val_ds, steps = self._datasets(tf)
-
-        from ghostspec import pipeline
-        from ghostspec.train.fastbn import fuse_batch_norm_for_training
-        from ghostspec.train.optim import make_optimizer, make_schedule
-
-        plan = s.plan
-        head = plan.nodes[-1]
-        assert isinstance(head, Classifier)
-        classes = len(s.images.classes)
-        with strategy.scope():
-            model = pipeline.build(plan)
-            fuse_batch_norm_for_training(model)  # same function, about 30% faster steps
-            if s.weights is not None:
-                from ghostspec.weights import load_weights
-
-                load_weights(model, plan, s.weights, skip=s.skip)
-            schedule = make_schedule(recipe, steps)
-            optimizer = make_optimizer(recipe, model, schedule)
-            model.compile(
-                optimizer=optimizer,
-                loss=keras.losses.CategoricalCrossentropy(
-                    from_logits=head.activation == "linear",
-                    label_smoothing=recipe.label_smoothing,
-                ),
-                metrics=[
-                    keras.metrics.CategoricalAccuracy(name="top1"),
-                    keras.metrics.TopKCategoricalAccuracy(k=min(5, classes), name="top5"),
-                ],
-            )
-        twin = pipeline.build(plan)  # uncompiled, for best.keras: loads without ghostspec
-        if [w.path for w in twin.weights] != [w.path for w in model.weights]:
-            raise RuntimeError("the saved model's weights do not line up with the trained one's")
+        gpus = len(tf.config.list_logical_devices("GPU"))
+        check_precision(recipe.precision, gpus, s.recipe_file)
+        replicas = int(strategy.num_replicas_in_sync)
+        distribute.check_batch(recipe.batch_size, replicas, s.recipe_file)
+        multi = distribute.multi_worker(strategy)
+        state = None if s.existing is None else s.existing.state
+        if multi:
+            state = self._agree(strategy, state)
+        start = 0 if state is None else state.epoch
+        train_ds, val_ds, steps = self._datasets(tf, start, replicas > 1)
+        built = self._build(keras, strategy, steps, replicas, multi, train_ds)
         train_ds = strategy.experimental_distribute_dataset(train_ds)
 
-        folder, state = self._folder()
-        for note in s.notes:
-            self.echo(note)
+        folder, state = self._folder(state)
+        for line in s.notes:
+            self.echo(line)
         if s.existing is not None and state.checkpoint is not None:
-            model.load_weights(folder.state_dir / state.checkpoint)
+            built.model.load_weights(folder.state_dir / state.checkpoint)
             from ghostspec.train.callbacks import seed_generators
 
-            generators = seed_generators(model)
+            generators = seed_generators(built.model)
             for generator, values in zip(generators, state.seed_states, strict=True):
                 generator.state.assign(np.asarray(values, generator.state.dtype))
-            for _ in range(state.epoch):  # every new iterator starts the next epoch's order
-                iter(train_ds)
-            self.echo(f"resuming {folder.path} after epoch {state.epoch} of {recipe.epochs}")
-        return self._fit(
-            keras, model, twin, optimizer, schedule, train_ds, val_ds, steps, folder, state
-        )
+            self.echo(f"resuming {s.run_dir} after epoch {state.epoch} of {recipe.epochs}")
+        return self._fit(built, train_ds, val_ds, steps, folder, state, strategy)
 
-    def _datasets(self, tf: Any) -> tuple[Any, Any, int]:
+    def _agree(self, strategy: Any, state: RunState | None) -> RunState | None:
+        """Every worker continues from the same epoch: the earliest any of them saved."""
+        from ghostspec.train.distribute import agree_on_epoch
+        from ghostspec.train.run import checkpoint_name, read_state, snapshot_name
+
+        mine = 0 if state is None else state.epoch
+        epoch = agree_on_epoch(strategy, mine)
+        if epoch == mine:
+            return state
+        folder = self.setup.folder_path
+        snapshot = folder / "state" / snapshot_name(epoch)
+        if state is None or not snapshot.is_file():
+            raise _error(
+                folder,
+                f"the workers' resume points differ: this worker is at epoch {mine}, another "
+                f"at {epoch}, and this worker has no checkpoint of epoch {epoch}",
+                "resume every worker with --resume RUN_DIR, or start a new run",
+            )
+        self.echo(f"stepping back to epoch {epoch}, the last one every worker saved")
+        earlier = read_state(snapshot)
+        if earlier.checkpoint != checkpoint_name(epoch):
+            raise _error(snapshot, "the resume state does not name its own checkpoint")
+        return earlier
+
+    def _datasets(self, tf: Any, start_epoch: int, shard: bool) -> tuple[Any, Any, int]:
         from ghostspec.data import check_samples, eval_dataset, train_dataset
+        from ghostspec.train.distribute import shard_by_data
 
         s, recipe, plan = self.setup, self.setup.recipe, self.setup.plan
         channels = int(plan.input_shape[2])
@@ -486,6 +661,7 @@ class _Session:
             augment=augment_of(recipe),
             seed=recipe.seed,
             strict=s.strict_data,
+            start_epoch=start_epoch,  # a resumed run continues the data order of its epoch
             **common,
         )
         val_samples = s.images.splits.get("val") or ()
@@ -508,13 +684,158 @@ class _Session:
         # epoch: the data order and augmentation of epoch k depend only on the seed and k.
         train = train.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE).repeat()
         val = val.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+        if shard:  # each worker keeps its share of every global batch
+            train, val = shard_by_data(train), shard_by_data(val)
         return train, val, steps
 
-    def _folder(self) -> tuple[RunFolder, RunState]:
+    def _build(
+        self, keras: Any, strategy: Any, steps: int, replicas: int, multi: bool, train_ds: Any
+    ) -> _Built:
+        from ghostspec import pipeline
+        from ghostspec.train.distill import training_model
+        from ghostspec.train.distribute import synchronize_batch_norm
+        from ghostspec.train.fastbn import fuse_batch_norm_for_training
+        from ghostspec.train.optim import make_optimizer, make_schedule
+        from ghostspec.train.precision import float32_logits, policy
+
+        s, recipe, plan = self.setup, self.setup.recipe, self.setup.plan
+        head = plan.nodes[-1]
+        assert isinstance(head, Classifier)
+        probabilities = head.activation != "linear"
+        classes = len(s.images.classes)
+
+        def compile_(model: Any, optimizer: Any) -> None:
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.CategoricalCrossentropy(
+                    from_logits=not probabilities, label_smoothing=recipe.label_smoothing
+                ),
+                metrics=[
+                    keras.metrics.CategoricalAccuracy(name="top1"),
+                    keras.metrics.TopKCategoricalAccuracy(k=min(5, classes), name="top5"),
+                ],
+            )
+
+        distill = recipe.distill
+        with strategy.scope():
+            with policy(recipe.precision):
+                net = pipeline.build(plan)
+            net = float32_logits(net)  # the loss and softmax in float32 (mixed precision)
+            synchronize_batch_norm(net, replicas)  # before fusing: synchronised layers stay
+            fuse_batch_norm_for_training(net)  # same function, about 30% faster steps
+            if s.weights is not None:
+                from ghostspec.weights import load_weights
+
+                load_weights(net, plan, s.weights, skip=s.skip)
+            teacher = None if distill is None else self._teacher()
+            schedule = make_schedule(recipe, steps)
+            optimizer = make_optimizer(recipe, net, schedule)
+            with policy(recipe.precision):  # mixed_float16: compile adds loss scaling
+                model = training_model(
+                    net,
+                    teacher=teacher,
+                    weight=1.0 if distill is None else float(distill.weight),
+                    temperature=1.0 if distill is None else float(distill.temperature),
+                    probabilities=probabilities,
+                    multi_worker=multi,
+                )
+            compile_(model, optimizer)
+            # Build the model's metrics and optimizer from the data's shapes now: fit would
+            # draw a batch to do it under a strategy (shifting the data order, and failing
+            # across workers: tensorflow/tensorflow#72388).
+            specs = train_ds.element_spec
+            model._symbolic_build(data_batch=specs)
+        model._maybe_symbolic_build = lambda *args, **kwargs: None
+        twin = pipeline.build(plan)  # float32, uncompiled config: loads without ghostspec
+        if [w.path for w in twin.weights] != [w.path for w in net.weights] or [
+            w.path for w in twin.trainable_weights
+        ] != [w.path for w in model.trainable_weights]:
+            raise RuntimeError("the saved model's weights do not line up with the trained one's")
+        inner = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+        last = pipeline.build(plan)
+        compile_(last, inner)  # last.keras carries the optimizer's state with the weights
+        return _Built(
+            net=net,
+            model=model,
+            twin=twin,
+            last=last,
+            optimizer=model.optimizer,
+            schedule=schedule,
+        )
+
+    def _teacher(self) -> Any:
+        """The distillation teacher, loaded (inside the strategy's scope) and checked against the
+        student: the same classes and channels; its input resized and re-normalised to its own."""
+        from ghostspec.train.distill import Teacher, renormalisation
+
+        s = self.setup
+        distill = s.recipe.distill
+        plan = s.plan
+        student_norm = (tuple(plan.mean), tuple(plan.std))
+        if s.teacher_plan is not None:
+            from ghostspec import pipeline
+            from ghostspec.weights import load_weights
+
+            tplan = s.teacher_plan
+            model = pipeline.build(tplan)
+            assert s.teacher_weights is not None
+            load_weights(model, tplan, s.teacher_weights)
+            size = (int(tplan.input_shape[0]), int(tplan.input_shape[1]))
+            norm = renormalisation(student_norm, (tuple(tplan.mean), tuple(tplan.std)))
+            head = tplan.nodes[-1]
+            probabilities = isinstance(head, Classifier) and head.activation != "linear"
+            source = str(distill.teacher.spec)
+        else:
+            from ghostspec.modelfile import image_input_shape, load_model_file
+
+            source = str(distill.teacher)
+            loaded = load_model_file(source, compile=False)
+            model = loaded.model
+            h, w, c = image_input_shape(model, source)
+            outputs = int(model.outputs[0].shape[-1])
+            if outputs != len(s.images.classes) or c != int(plan.input_shape[2]):
+                raise _error(
+                    source,
+                    f"the teacher takes {c} channels and has {outputs} outputs; the student "
+                    f"takes {plan.input_shape[2]} and the data has {len(s.images.classes)} "
+                    "classes",
+                    "distil from a teacher trained on the same classes and channels",
+                )
+            own = None if h is None or w is None else (h, w)
+            size = tuple(distill.teacher_input_size) if distill.teacher_input_size else own
+            meta = loaded.metadata
+            theirs = None if meta is None or meta.mean is None or meta.std is None else meta
+            norm = (
+                None if theirs is None else renormalisation(student_norm, (theirs.mean, theirs.std))
+            )
+            probabilities = _ends_in_softmax(model)
+        if size == s.size:
+            size = None
+        self.echo(
+            f"distilling from {source}"
+            + ("" if size is None else f" at {size[0]}x{size[1]}")
+            + f": weight {distill.weight}, temperature {distill.temperature}"
+        )
+        return Teacher(
+            model=model,
+            size=size,
+            scale=None if norm is None else norm[0],
+            shift=None if norm is None else norm[1],
+            probabilities=probabilities,
+        )
+
+    def _folder(self, state: RunState | None) -> tuple[RunFolder, RunState]:
         s = self.setup
         if s.existing is not None:
-            return s.existing.folder, s.existing.state
-        folder = create_run_folder(s.run_dir, s.plan.name, s.explicit_dir)
+            assert state is not None
+            return s.existing.folder, state
+        if s.writer_dir is not None:  # a worker's copy left by an earlier run: not this run's
+            import shutil
+
+            shutil.rmtree(s.writer_dir, ignore_errors=True)
+        folder = create_run_folder(
+            s.folder_path, s.plan.name, s.explicit_dir or s.writer_dir is not None
+        )
         write_inputs(folder, s.spec_text, s.recipe_text, s.images.classes)
         state = RunState(
             data=str(Path(s.images.root).resolve()),
@@ -540,16 +861,13 @@ class _Session:
 
     def _fit(
         self,
-        keras: Any,
-        model: Any,
-        twin: Any,
-        optimizer: Any,
-        schedule: Any,
+        built: _Built,
         train_ds: Any,
         val_ds: Any,
         steps: int,
         folder: RunFolder,
         state: RunState,
+        strategy: Any,
     ) -> RunResult:
         from ghostspec.modelfile import save_model_file
         from ghostspec.train.callbacks import (
@@ -561,16 +879,20 @@ class _Session:
             Stopping,
             model_values,
         )
+        from ghostspec.train.distribute import describe, multi_worker
 
         s, recipe = self.setup, self.setup.recipe
         metadata = self._metadata()
+        model, net, twin = built.model, built.net, built.twin
+        inner = getattr(built.optimizer, "inner_optimizer", built.optimizer)
 
         def save_best() -> None:
-            twin.set_weights(model_values(model, optimizer, ema=True))
+            twin.set_weights(model_values(net, inner, ema=True))
             save_model_file(twin, folder.best, metadata, include_optimizer=False)
 
         def save_last() -> None:
-            save_model_file(model, folder.last, metadata, include_optimizer=True)
+            built.last.set_weights(model_values(net, inner, ema=False))
+            save_model_file(built.last, folder.last, metadata, include_optimizer=True)
 
         stop = recipe.early_stopping
         stopping = None if stop is None else Stopping(stop.monitor, stop.patience, stop.min_delta)
@@ -579,31 +901,38 @@ class _Session:
             folder=folder,
             state=state,
             clock=clock,
-            schedule=schedule,
+            schedule=built.schedule,
             epochs=recipe.epochs,
             checkpoint_every=recipe.checkpoint_every,
             stopping=stopping,
             save_best=save_best,
             save_last=save_last,
             echo=self.echo,
-            title=f"{s.plan.name}: {folder.path.name}",
+            title=f"{s.plan.name}: {s.run_dir.name}",
+            keep=2 if multi_worker(strategy) else 1,
         )
         keeper.set_model(model)
         if state.epoch == 0:
             keeper.write_state()  # Ctrl-C in the first epoch leaves a run that resumes
         callbacks = [
             clock,
-            EmaValidation(optimizer),
-            ProgressBar(clock, schedule, steps, recipe.epochs, self.stream),
+            EmaValidation(inner),
+            ProgressBar(clock, built.schedule, steps, recipe.epochs, self.stream),
             keeper,
             ScalarLogs(folder, state),
         ]
         n_train = steps * recipe.batch_size
+        where = (
+            folder.path
+            if s.writer_dir is None
+            else f"a copy in {folder.path}; the chief writes {s.run_dir}"
+        )
+        precision = "" if recipe.precision == "float32" else f", {recipe.precision}"
         self.echo(
             f"training {s.plan.name} on {len(s.images.classes)} classes: {n_train} images per "
             f"epoch in {steps} steps of {recipe.batch_size}, "
             f"{len(s.images.splits['val'])} validation images, {s.size[0]}x{s.size[1]}, "
-            f"{recipe.epochs} epochs; writing {folder.path}"
+            f"{recipe.epochs} epochs ({describe(strategy)}{precision}); writing {where}"
         )
         try:
             with warnings.catch_warnings():
@@ -624,7 +953,7 @@ class _Session:
                 # last.keras follows the resume point, not the half-done epoch
                 model.load_weights(folder.state_dir / state.checkpoint)
                 save_last()
-            raise Interrupted(folder.path, state.epoch, stop) from None
+            raise Interrupted(s.run_dir, state.epoch, stop) from None
         files = self._finish(twin, folder, metadata)
         best = state.best_top1
         self.echo(
@@ -632,16 +961,23 @@ class _Session:
             if best is not None
             else "no validation figures"
         )
-        self.echo(f"wrote {folder.path}/: " + ", ".join(p.name for p in files))
+        if s.writer_dir is not None:
+            import shutil
+
+            shutil.rmtree(s.writer_dir, ignore_errors=True)
+            self.echo(f"done; the chief wrote {s.run_dir}, this worker's copy is removed")
+            files = []
+        else:
+            self.echo(f"wrote {folder.path}/: " + ", ".join(p.name for p in files))
         return RunResult(
-            run_dir=folder.path,
+            run_dir=s.run_dir,
             best_val_top1=best,
             best_epoch=state.best_epoch,
             epochs=state.epoch,
             stopped_early=state.stopped_early,
             resumed_from=0 if self.setup.existing is None else self.setup.existing.state.epoch,
             history=tuple(dict(r) for r in state.history),
-            files=tuple(folder.path / p for p in files),
+            files=tuple(s.run_dir / p for p in files),
         )
 
     def _finish(self, twin: Any, folder: RunFolder, metadata: Any) -> list[Path]:
@@ -674,3 +1010,10 @@ class _Session:
             save_model_file(deploy, folder.deploy, metadata, include_optimizer=False)
             names.append(folder.deploy)
         return [Path(p.name) for p in names if p.exists()]
+
+
+def _ends_in_softmax(model: Any) -> bool:
+    """Whether a loaded classifier's output is softmax probabilities rather than logits (its
+    last layer applies a softmax: ghostspec's `classifier_activation: softmax`)."""
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", "") == "softmax"

@@ -25,15 +25,27 @@ COLUMNS = (
     "seconds",
 )
 
+# Distillation runs add the KL divergence between teacher and student (training batches,
+# unweighted, at the recipe's temperature) after the training loss.
+DISTILL_COLUMN = "distill"
+
 Row = Mapping[str, float]
+
+
+def columns(history: Sequence[Row]) -> tuple[str, ...]:
+    if any(DISTILL_COLUMN in row for row in history):
+        at = COLUMNS.index("loss") + 1
+        return (*COLUMNS[:at], DISTILL_COLUMN, *COLUMNS[at:])
+    return COLUMNS
 
 
 def metrics_csv(history: Sequence[Row]) -> str:
     stream = io.StringIO()
     writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    names = columns(history)
+    writer.writerow(names)
     for row in history:
-        writer.writerow([_cell(column, row.get(column)) for column in COLUMNS])
+        writer.writerow([_cell(column, row.get(column)) for column in names])
     return stream.getvalue()
 
 

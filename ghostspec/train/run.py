@@ -233,15 +233,44 @@ class RunState:
         return json.dumps(record, indent=1) + "\n"
 
 
-def save_state(folder: RunFolder, state: RunState) -> None:
-    write_text(folder.state, state.to_json())
+def save_state(folder: RunFolder, state: RunState, snapshot: bool = False) -> None:
+    """state.json; with `snapshot`, also epoch-<n>.json beside the checkpoint of that epoch (a
+    multi-worker resume may step back one epoch to the one every worker has)."""
+    text = state.to_json()
+    if snapshot:
+        write_text(folder.state_dir / snapshot_name(state.epoch), text)
+    write_text(folder.state, text)
 
 
-def remove_stale_checkpoints(folder: RunFolder, keep: str | None) -> None:
-    for child in folder.state_dir.glob("epoch-*.weights.h5"):
-        if child.name != keep:
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch-{epoch}.weights.h5"
+
+
+def snapshot_name(epoch: int) -> str:
+    return f"epoch-{epoch}.json"
+
+
+def remove_stale_checkpoints(folder: RunFolder, keep: Sequence[int]) -> None:
+    """Every checkpoint and state snapshot but those of the epochs in `keep`."""
+    names = {checkpoint_name(e) for e in keep} | {snapshot_name(e) for e in keep}
+    for child in [
+        *folder.state_dir.glob("epoch-*.weights.h5"),
+        *folder.state_dir.glob("epoch-*.json"),
+    ]:
+        if child.name not in names:
             with contextlib.suppress(OSError):
                 child.unlink()
+
+
+def read_state(path: Path, hint: str = "") -> RunState:
+    """A state.json (or snapshot) read back; SpecError when it is damaged."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.pop("ghostspec-run") != STATE_VERSION:
+            raise ValueError("unknown state version")
+        return RunState(**record)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        raise _error(path, f"the resume state is damaged ({err})", hint or None) from None
 
 
 @dataclass(frozen=True)
@@ -266,13 +295,7 @@ def open_run(path: str | Path) -> ExistingRun:
     ]
     if missing:
         raise _error(folder.path, f"this is not a run folder: {', '.join(missing)} missing", hint)
-    try:
-        record = json.loads(folder.state.read_text(encoding="utf-8"))
-        if record.pop("ghostspec-run") != STATE_VERSION:
-            raise ValueError("unknown state version")
-        state = RunState(**record)
-    except (ValueError, TypeError, KeyError, OSError) as err:
-        raise _error(folder.state, f"the resume state is damaged ({err})", hint) from None
+    state = read_state(folder.state, hint)
     if state.checkpoint is not None and not (folder.state_dir / state.checkpoint).is_file():
         raise _error(folder.state, f"the checkpoint {state.checkpoint} is missing", hint)
     classes = tuple(
