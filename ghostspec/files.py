@@ -56,6 +56,8 @@ LOCKED_HINT = "remove the flag (chattr -i or chattr -a; see lsattr), or write el
 
 def _locked(path: Path) -> bool:
     """Whether `path` is immutable or append-only, so a write would fail only after the work."""
+    if not sys.platform.startswith("linux"):  # the ioctl number is Linux's
+        return False
     try:
         import fcntl
 
