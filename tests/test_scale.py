@@ -116,20 +116,26 @@ def _moved(start: list[np.ndarray], end: list[np.ndarray]) -> float:
 
 
 def _script(tmp: Path, name: str, config: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+    """Start the worker script; its output goes to NAME.log (a file: a pipe nobody reads while
+    waiting for several processes could fill up and block them)."""
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(config), encoding="utf-8")
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), str(path)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp / f"{name}.log"
+    with log.open("w", encoding="utf-8") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(WORKER), str(path)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    process.log = log  # type: ignore[attr-defined]
+    return process
 
 
 def _finish(process: Any) -> tuple[int, str]:
-    out, _ = process.communicate()
+    process.wait()
+    out = process.log.read_text(encoding="utf-8", errors="replace")
     print(out)
     return process.returncode, out
 
@@ -541,6 +547,20 @@ def _cluster(tmp: Path, run: Path, argv: list[str], kill_at: int | None = None) 
     return processes
 
 
+def _finish_all(processes: list[Any]) -> list[tuple[int, str]]:
+    """Wait for every worker; when one fails, stop the others (they would wait for it forever
+    in their next collective step)."""
+    import time
+
+    while any(p.poll() is None for p in processes):
+        if any(p.poll() not in (None, 0) for p in processes):
+            for p in processes:
+                if p.poll() is None:
+                    p.kill()
+        time.sleep(0.2)
+    return [_finish(p) for p in processes]
+
+
 def _copies(temp: Path) -> list[str]:
     """The workers' copies of runs in a temporary folder (Python leaves files of its own there
     when a process is killed)."""
@@ -560,7 +580,7 @@ def two_workers(
     tmp = tmp_path_factory.mktemp("workers")
     run = tmp / "run"
     processes = _cluster(tmp, run, _worker_argv(spec, data, random_teacher, run))
-    return tmp, [_finish(p) for p in processes]
+    return tmp, _finish_all(processes)
 
 
 def test_two_workers_train_together_and_only_the_chief_writes(
@@ -610,7 +630,7 @@ def test_a_killed_worker_restarted_resumes_the_run(
     for name in ("epoch-2.json", "epoch-2.weights.h5"):
         (state / name).unlink()
 
-    resumed = [_finish(p) for p in _cluster(tmp_path, run, ["train", "--resume", str(run)])]
+    resumed = _finish_all(_cluster(tmp_path, run, ["train", "--resume", str(run)]))
     assert [code for code, _ in resumed] == [0, 0]
     assert f"resuming {run} after epoch 1 of 3" in resumed[0][1]
     assert "stepping back to epoch 1" in resumed[1][1]
