@@ -257,8 +257,8 @@ def _latency_cells(plan: Plan, profile: Profile) -> list[list[str]]:
     return cells
 
 
-def render_joined_table(plan: Plan, profile: Profile) -> str:
-    """inspect's table with the measured ms and share of each node."""
+def _joined(plan: Plan, profile: Profile) -> tuple[list[str], list[list[str]], list[str]]:
+    """inspect's columns, rows and total line with the measured ms and share added."""
     from ghostspec import report
 
     rows = [
@@ -273,6 +273,14 @@ def render_joined_table(plan: Plan, profile: Profile) -> str:
         _int(plan.macs),
         format_ms(profile.segments_ms),
     ]
+    return columns, rows, total
+
+
+def render_joined_table(plan: Plan, profile: Profile) -> str:
+    """inspect's table with the measured ms and share of each node."""
+    from ghostspec import report
+
+    columns, rows, total = _joined(plan, profile)
     text = _rich(plan.name, columns, rows, total, 8)
     return text + report.totals_line(plan) + "\n" + _footer(plan, profile)
 
@@ -280,18 +288,7 @@ def render_joined_table(plan: Plan, profile: Profile) -> str:
 def render_joined_markdown(plan: Plan, profile: Profile) -> str:
     from ghostspec import report
 
-    rows = [
-        row + extra
-        for row, extra in zip(report.table_rows(plan), _latency_cells(plan, profile), strict=True)
-    ]
-    columns = [*report.COLUMNS, "ms", "share"]
-    total = [
-        "total",
-        *[""] * 7,
-        _int(plan.params),
-        _int(plan.macs),
-        format_ms(profile.segments_ms),
-    ]
+    columns, rows, total = _joined(plan, profile)
     return "\n\n".join(
         [_markdown(columns, rows, total), report.totals_line(plan), _footer(plan, profile)]
     )

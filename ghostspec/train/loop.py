@@ -656,7 +656,7 @@ class _Session:
         checked = check_samples(s.images.splits["train"], strict=s.strict_data)
         steps = len(checked.samples) // recipe.batch_size
         train = train_dataset(
-            checked.samples,
+            checked,  # already probed: the pipeline does not read the headers again
             batch=recipe.batch_size,
             augment=augment_of(recipe),
             seed=recipe.seed,
