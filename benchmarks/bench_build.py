@@ -69,7 +69,7 @@ def fold_reference(model: Any) -> Any:
     import numpy as np
     from keras import layers
 
-    from ghostspec.fusion import fold_batch_norm
+    from ghostspec.keras.fusion import fold_batch_norm
 
     convs = (layers.Conv2D, layers.DepthwiseConv2D)
     bn_after: dict[str, Any] = {}

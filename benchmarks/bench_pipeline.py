@@ -1,4 +1,4 @@
-"""The input pipeline's overhead: a training step fed by ghostspec.data against the same step on
+"""The input pipeline's overhead: a training step fed by data.pipeline against the same step on
 a batch already in memory.
 
 Run from the repository root:
@@ -41,7 +41,7 @@ SIZE, BATCH = 160, 32
 
 
 def _augments() -> dict[str, Any]:
-    from ghostspec.data import Augment
+    from ghostspec.data.pipeline import Augment
 
     return {
         # the shipped recipes' training augmentation (recipes/imagenet.yaml, finetune.yaml)
@@ -80,7 +80,7 @@ def main() -> None:
     import keras
 
     import ghostspec
-    from ghostspec import data
+    from ghostspec.data import pipeline as data
 
     augment = AUGMENTS[args.augment]
     folder = Path(tempfile.gettempdir()) / f"ghostspec-bench-pipeline-{args.images}"

@@ -74,7 +74,7 @@ class Artifact:
 
     def prepare(self) -> None:
         """Allocate, feed one fixed input (int8 models take it quantized) and warm up."""
-        from ghostspec import export
+        from ghostspec.deploy import export
 
         self.interpreter = export.tflite_interpreter(self.content, threads=THREADS)
         self.interpreter.allocate_tensors()
@@ -118,7 +118,7 @@ def builders(specs: list[Path]) -> dict[str, Callable[[], Any]]:
 
 def convert(name: str, build: Callable[[], Any]) -> list[Artifact]:
     """fp32 and int8 TFLite bytes through ghostspec's exporter (SavedModel, then the converter)."""
-    from ghostspec import export
+    from ghostspec.deploy import export
 
     model = build()
     artifacts = []

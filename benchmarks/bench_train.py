@@ -88,7 +88,7 @@ def mobilenet_model(fused: bool = False) -> Any:
 def compiled(model: Any, jit: bool = False) -> Any:
     import keras
 
-    from ghostspec.recipe import default_recipe
+    from ghostspec.language.recipe import default_recipe
     from ghostspec.train.optim import make_optimizer, make_schedule
 
     recipe = default_recipe()
@@ -110,7 +110,7 @@ def part_fns(model: Any, x: Any, y: Any) -> dict[str, Callable[[], Any]]:
     import keras
     import tensorflow as tf
 
-    from ghostspec.recipe import default_recipe
+    from ghostspec.language.recipe import default_recipe
     from ghostspec.train.optim import make_optimizer, make_schedule
 
     loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)

@@ -4,7 +4,7 @@ Run from the repository root: `python benchmarks/export_memory.py [--quick]`.
 
 Each case runs `ghostspec export` in a fresh process (GHOSTSPEC_MEMORY_LIMIT unset, so the
 parity check takes its full 8 samples) and reads the process's peak resident memory; the estimate
-is `ghostspec.export.plan_memory` for the same arguments. The estimate should be at or above the
+is `deploy.export.plan_memory` for the same arguments. The estimate should be at or above the
 measurement (it refuses what cannot fit, so it errs high), and not far above it.
 """
 
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import ghostspec  # noqa: E402
-from ghostspec import export  # noqa: E402
-from ghostspec.memory import format_bytes  # noqa: E402
+from ghostspec.deploy import export  # noqa: E402
+from ghostspec.plan.memory import format_bytes  # noqa: E402
 
 CASES: list[tuple[str, list[str], str, int | None, str]] = [
     # spec, overrides, --to, --batch, --quantize ; all at --input-size below

@@ -55,8 +55,8 @@ def main() -> None:
     import keras
 
     import ghostspec
-    from ghostspec import export
-    from ghostspec.fusion import plan_of
+    from ghostspec.deploy import export
+    from ghostspec.keras.fusion import plan_of
 
     model = ghostspec.build(SPEC)
     if not args.no_fuse:

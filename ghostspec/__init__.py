@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from ghostspec import models
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.language.source import Document
+from ghostspec.language.spec import Spec
+from ghostspec.language.validate import load_spec_document as load_document
 from ghostspec.models import create_model
-from ghostspec.pipeline import build, load, plan
-from ghostspec.plan import Plan, lower, make_divisible
-from ghostspec.source import Document
-from ghostspec.spec import Spec
-from ghostspec.validate import load_spec_document as load_document
+from ghostspec.plan.ir import Plan, make_divisible
+from ghostspec.plan.lower import lower
+from ghostspec.plan.pipeline import load, plan
 
 if TYPE_CHECKING:
     import keras
@@ -44,6 +45,18 @@ __version__ = "0.1.0"
 SpecSource = str | Path | Spec
 
 
+def build(
+    source: SpecSource | Plan,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    weights: str | Path | None = None,
+) -> keras.Model:
+    """Compile a spec (path, Spec or Plan) into a keras.Model, optionally loading weights."""
+    from ghostspec.keras.build import build as _build
+
+    return _build(source, overrides, weights=weights)
+
+
 def fuse(
     model: keras.Model, source: SpecSource | Plan | None = None, *, batch_norm: bool = False
 ) -> keras.Model:
@@ -55,7 +68,7 @@ def fuse(
     plan) the model was built from; models from `build` in this process carry their plan and
     need none. A model with nothing to fold is returned unchanged.
     """
-    from ghostspec.fusion import fuse as _fuse
+    from ghostspec.keras.fusion import fuse as _fuse
 
     resolved = source if source is None or isinstance(source, Plan) else plan(source)
     return _fuse(model, resolved, batch_norm)
@@ -63,6 +76,6 @@ def fuse(
 
 def export_state_dict(model: Any, source: SpecSource | Plan | None = None) -> dict[str, Any]:
     """The model's weights as a reference-layout state dict of numpy arrays (PyTorch layouts)."""
-    from ghostspec.weights import export_state_dict as _export
+    from ghostspec.keras.weights import export_state_dict as _export
 
     return _export(model, source)

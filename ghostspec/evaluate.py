@@ -1,7 +1,7 @@
 """Accuracy of a model on an image folder: top-1, top-5, loss, per-class accuracy, confusion.
 
 The model comes from a run folder (its best.keras and classes), a .keras file, or a spec with
---weights. Images get the evaluation preprocessing (`ghostspec.images.eval_preprocess`) with the
+--weights. Images get the evaluation preprocessing (`data.images.eval_preprocess`) with the
 model's own mean, std, input size and crop_pct when its metadata has them. The loss is the sparse
 categorical cross-entropy, from logits, or from probabilities for a model ending in softmax
 (computed as Keras does: rows renormalised and clipped to [1e-7, 1 - 1e-7]).
@@ -17,48 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ghostspec.data.images import DEFAULT_CROP_PCT
+from ghostspec.data.scoring import Evaluation, is_probability_model, label_map, metrics
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.images import DEFAULT_CROP_PCT
 
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from ghostspec.modelfile import ModelMetadata
+    from ghostspec.keras.modelfile import ModelMetadata
 
-EPSILON = 1e-7  # Keras' backend epsilon, used to clip probabilities
 DEFAULT_SIZE = 224  # for a model that accepts any input size and carries no metadata
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """The figures of one evaluation; `confusion[i, j]` counts images of class i predicted j."""
-
-    classes: tuple[str, ...]
-    count: int
-    top1: float
-    top5: float
-    loss: float
-    per_class: tuple[float | None, ...]  # accuracy per class; None where it has no images
-    confusion: np.ndarray
-    from_logits: bool
-    skipped: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "skipped": self.skipped,
-            "top1": self.top1,
-            "top5": self.top5,
-            "loss": self.loss,
-            "from_logits": self.from_logits,
-            "classes": list(self.classes),
-            "per_class": [
-                {"class": name, "images": int(self.confusion[i].sum()), "accuracy": acc}
-                for i, (name, acc) in enumerate(zip(self.classes, self.per_class, strict=True))
-            ],
-            "confusion": self.confusion.tolist(),
-        }
 
 
 @dataclass(frozen=True)
@@ -72,54 +41,6 @@ class ModelSource:
     std: tuple[float, ...]
     input_size: tuple[int, int]
     crop_pct: float
-
-
-# metrics -------------------------------------------------------------------------------------
-
-
-def is_probability_model(model: Any) -> bool:
-    """True when the model's last layer ends in softmax (its outputs are probabilities)."""
-    layer = model.layers[-1] if model.layers else None
-    activation = getattr(layer, "activation", None)
-    name = getattr(activation, "__name__", "")
-    return name == "softmax" or type(layer).__name__ == "Softmax"
-
-
-def metrics(
-    outputs: np.ndarray, labels: np.ndarray, classes: Sequence[str], *, from_logits: bool
-) -> Evaluation:
-    """The figures from model outputs [N, K] and integer labels [N] (float64 throughout)."""
-    out = np.asarray(outputs, np.float64)
-    y = np.asarray(labels, np.int64)
-    n, k = out.shape
-    if from_logits:
-        shifted = out - out.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    else:
-        probs = out / out.sum(axis=1, keepdims=True)
-        log_probs = np.log(np.clip(probs, EPSILON, 1.0 - EPSILON))
-    loss = float(-log_probs[np.arange(n), y].mean())
-    predicted = out.argmax(axis=1)
-    top = min(5, k)
-    # in top 5: fewer than 5 classes score strictly higher than the true one (ties count in)
-    true_score = out[np.arange(n), y][:, None]
-    top5 = float(((out > true_score).sum(axis=1) < top).mean())
-    confusion = np.zeros((len(classes), len(classes)), np.int64)
-    np.add.at(confusion, (y, predicted), 1)
-    per_class = tuple(
-        float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None
-        for i in range(len(classes))
-    )
-    return Evaluation(
-        classes=tuple(classes),
-        count=n,
-        top1=float((predicted == y).mean()),
-        top5=top5,
-        loss=loss,
-        per_class=per_class,
-        confusion=confusion,
-        from_logits=from_logits,
-    )
 
 
 def predict(model: Any, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +67,7 @@ def _error(file: str | Path, message: str, hint: str | None = None) -> SpecError
 def load_keras_file(path: Path) -> tuple[Any, ModelMetadata | None]:
     """(model, metadata or None) of a .keras file, through the one loader (bounded archive,
     safe mode, ghostspec's layers registered, one-line errors)."""
-    from ghostspec.modelfile import load_model_file
+    from ghostspec.keras.modelfile import load_model_file
 
     loaded = load_model_file(path, compile=False)
     return loaded.model, loaded.metadata
@@ -163,7 +84,7 @@ def _read_classes_txt(path: Path) -> tuple[str, ...] | None:
 
 
 def _static_size(model: Any, file: Path) -> tuple[int, int] | None:
-    from ghostspec.modelfile import image_input_shape
+    from ghostspec.keras.modelfile import image_input_shape
 
     h, w, _ = image_input_shape(model, str(file))
     return None if h is None or w is None else (h, w)
@@ -176,7 +97,7 @@ def load_source(
     overrides: Sequence[str] = (),
 ) -> ModelSource:
     """A run folder (best.keras + classes.txt), a .keras file, or a spec with weights."""
-    from ghostspec.plan import IMAGENET_MEAN, IMAGENET_STD
+    from ghostspec.plan.ir import IMAGENET_MEAN, IMAGENET_STD
 
     path = Path(source)
     if path.is_dir() or path.suffix.lower() == ".keras":
@@ -215,7 +136,8 @@ def load_source(
             input_size=(int(size[0]), int(size[1])),
             crop_pct=float((meta and meta.crop_pct) or DEFAULT_CROP_PCT),
         )
-    from ghostspec import pipeline
+    from ghostspec.keras.build import build as build_model_from
+    from ghostspec.plan import pipeline
 
     plan = pipeline.plan(str(source), list(overrides))
     if weights is None:
@@ -224,7 +146,7 @@ def load_source(
             "a spec alone is an untrained model; evaluating it measures nothing",
             "pass --weights PATH, a .keras file or a run folder",
         )
-    model = pipeline.build(plan, weights=weights)
+    model = build_model_from(plan, weights=weights)
     h, w, _ = plan.input_shape
     return ModelSource(
         model=model,
@@ -248,37 +170,6 @@ def _output_classes(model: Any) -> int:
     return int(shape[-1])
 
 
-def label_map(
-    model_classes: tuple[str, ...] | None, data_classes: tuple[str, ...], outputs: int, data: Path
-) -> tuple[tuple[str, ...], np.ndarray]:
-    """The class names in the model's index order and data label -> model index."""
-    if model_classes is not None:
-        if len(model_classes) != outputs:
-            raise _error(
-                data,
-                f"the model has {outputs} outputs but its class list names {len(model_classes)}",
-            )
-        unknown = [c for c in data_classes if c not in model_classes]
-        if unknown:
-            raise _error(
-                data,
-                f"the data has classes the model was not trained on: "
-                f"{', '.join(map(repr, unknown[:10]))}",
-                f"the model knows {', '.join(map(repr, model_classes[:10]))}"
-                + (" ..." if len(model_classes) > 10 else ""),
-            )
-        index = {name: i for i, name in enumerate(model_classes)}
-        return model_classes, np.array([index[c] for c in data_classes], np.int64)
-    if len(data_classes) != outputs:
-        raise _error(
-            data,
-            f"the data has {len(data_classes)} classes but the model has {outputs} outputs",
-            "evaluate on the data the model was trained for, or build the spec with "
-            f"--set head.classes={len(data_classes)} and train it",
-        )
-    return data_classes, np.arange(len(data_classes))
-
-
 def evaluate(
     source: str | Path,
     data: str | Path,
@@ -292,7 +183,7 @@ def evaluate(
     strict: bool = False,
 ) -> Evaluation:
     """Evaluate a model (see `load_source`) on a split of an image folder."""
-    from ghostspec.data import check_samples, discover, eval_dataset
+    from ghostspec.data.pipeline import check_samples, discover, eval_dataset
 
     if batch_size < 1:
         raise _error("--batch-size", f"{batch_size} is not a positive batch size")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.registry import REGISTRY
+from ghostspec.language.names import REGISTRY
 
 if TYPE_CHECKING:
     import keras
@@ -167,7 +167,7 @@ def create_model(
         features=features,
         taps=taps,
     )
-    from ghostspec.pipeline import build
+    from ghostspec.keras.build import build
 
     return build(source, overrides, weights=weights)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from ghostspec.spec import ROW_COLUMNS
+from ghostspec.language.spec import ROW_COLUMNS
 
 ACTIVATIONS = ["relu", "relu6", "hard_swish", "swish", "linear"]
 

@@ -13,7 +13,7 @@ import pytest
 from imagegen import make_shapes
 from PIL import Image
 
-from ghostspec import data
+from ghostspec.data import pipeline as data
 from ghostspec.diagnostics import SpecError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -171,7 +171,7 @@ def test_streaming_without_cache_is_deterministic_too(split_root: Path) -> None:
 
 
 def test_eval_batches_keep_the_sample_order(split_root: Path) -> None:
-    from ghostspec import images
+    from ghostspec.data import images
 
     samples = data.discover(split_root).splits["val"]
     ds = data.eval_dataset(samples, **PIPELINE, crop_pct=0.875, batch=5)
@@ -214,7 +214,7 @@ def test_unreadable_images_are_reported_by_path_and_skipped(
     inside = _damaged_inside(root / "train" / "square")
     samples = data.discover(root).splits["train"]
     assert len(samples) == 18 + len(bad) + 1
-    with caplog.at_level(logging.WARNING, logger="ghostspec.data"):
+    with caplog.at_level(logging.WARNING, logger="ghostspec.data.pipeline"):
         ds = data.train_dataset(samples, **PIPELINE, batch=6, augment=AUGMENT, seed=0)
     report = caplog.text
     assert f"skipping {len(bad)} unreadable images" in report  # found from the files' headers

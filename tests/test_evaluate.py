@@ -12,7 +12,8 @@ import pytest
 from imagegen import make_shapes
 
 import ghostspec
-from ghostspec import cli, data, evaluate
+from ghostspec import cli, evaluate
+from ghostspec.data import pipeline as data
 from ghostspec.diagnostics import SpecError
 
 TINY = """
@@ -192,7 +193,7 @@ def test_the_model_files_metadata_names_the_classes_and_preprocessing(
 ) -> None:
     import keras
 
-    from ghostspec.modelfile import ModelMetadata, save_model_file
+    from ghostspec.keras.modelfile import ModelMetadata, save_model_file
 
     names = ("ring", "cross", "triangle", "stripes", "square", "circle")
     path = tmp_path / "with_metadata.keras"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import ghostspec
-from ghostspec import cli, export
+from ghostspec import cli
+from ghostspec.deploy import export
 
 TINY = """
 ghostspec: 1
@@ -174,15 +175,15 @@ def test_a_failed_parity_check_removes_the_artifact(
 def test_the_export_command_checks_the_deploy_form_against_the_model_as_built(
     tiny_spec: Path, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    import ghostspec.fusion
+    import ghostspec.keras.fusion
 
-    fold = ghostspec.fusion.folded_weights
+    fold = ghostspec.keras.fusion.folded_weights
 
     def off_by_one(model: Any, op: Any) -> Any:  # a folding bug: every folded bias 1 too big
         kernel, bias = fold(model, op)
         return kernel, bias + 1.0
 
-    monkeypatch.setattr(ghostspec.fusion, "folded_weights", off_by_one)
+    monkeypatch.setattr(ghostspec.keras.fusion, "folded_weights", off_by_one)
     monkeypatch.chdir(tmp_path)
     assert cli.run(["export", str(tiny_spec), "--to", "tflite"]) == 1
     assert list(tmp_path.iterdir()) == []

@@ -17,11 +17,13 @@ import pytest
 from imagegen import make_shapes
 
 import ghostspec
-from ghostspec import cli, data, export
-from ghostspec.calibration import calibration_images
+from ghostspec import cli
+from ghostspec.data import pipeline as data
+from ghostspec.deploy import export
+from ghostspec.deploy.calibration import calibration_images
+from ghostspec.deploy.source import load_saved, saved_source
 from ghostspec.diagnostics import SpecError
-from ghostspec.export_source import load_saved, saved_source
-from ghostspec.modelfile import ModelMetadata, load_model_file, save_model_file
+from ghostspec.keras.modelfile import ModelMetadata, load_model_file, save_model_file
 
 TINY = """\
 ghostspec: 1

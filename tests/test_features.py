@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 
 import ghostspec
-from ghostspec import cli, export
+from ghostspec import cli
+from ghostspec.deploy import export
 from ghostspec.diagnostics import SpecError
-from ghostspec.plan import Plan, fuse_plan
-from ghostspec.weights import load_weights
+from ghostspec.keras.weights import load_weights
+from ghostspec.plan.fuse import fuse_plan
+from ghostspec.plan.ir import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -194,7 +196,7 @@ def test_inspect_shows_the_features(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_plot_marks_the_taps(tmp_path: Path) -> None:
-    from ghostspec.plot import plot_plan
+    from ghostspec.views.plot import plot_plan
 
     out = tmp_path / "backbone.svg"
     plot_plan(ghostspec.plan("specs/large.yaml", ["head.features=[1, 3]", "head.taps=timm"]), out)
@@ -276,7 +278,7 @@ def test_a_bad_entry_is_one_clear_message(tmp_path: Path) -> None:
 @pytest.mark.parametrize("overrides", [[], ["head.features=[2, blocks.6]", "head.taps=timm"]])
 def test_a_resolved_spec_reads_back(overrides: list[str]) -> None:
     """Every field written out (as run folders store specs), defaults included, is valid."""
-    from ghostspec.source import dump_yaml
+    from ghostspec.language.reading import dump_yaml
 
     spec = ghostspec.load("specs/large.yaml", overrides)
     assert ghostspec.load("resolved.yaml", text=dump_yaml(spec.model_dump())) == spec

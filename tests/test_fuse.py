@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import ghostspec
-from ghostspec.fusion import fold_batch_norm
-from ghostspec.plan import fuse_plan
+from ghostspec.keras.fusion import fold_batch_norm
+from ghostspec.plan.fuse import fuse_plan
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 V3 = ["width=0.5", "head.classes=10", "input.shape=[97, 97, 3]"]

@@ -20,18 +20,20 @@ from safetensors.numpy import save_file
 from torchsave import Call, Global, Tensor, state_dict, torch_save
 
 import ghostspec
-from ghostspec import cli, export
-from ghostspec.calibration import (
+from ghostspec import cli
+from ghostspec.deploy import export
+from ghostspec.deploy.calibration import (
     RANDOM_LIMIT,
     calibration_notice,
     calibration_seconds,
     parse_calibration,
 )
 from ghostspec.diagnostics import SpecError
-from ghostspec.memory import ExportMemory, Footprint, export_memory, plan_footprint
-from ghostspec.plan import Plan, fuse_plan
-from ghostspec.source import dump_yaml
-from ghostspec.weights import load_weights, read_state_dict
+from ghostspec.keras.weights import load_weights, read_state_dict
+from ghostspec.language.reading import dump_yaml
+from ghostspec.plan.fuse import fuse_plan
+from ghostspec.plan.ir import Plan
+from ghostspec.plan.memory import ExportMemory, Footprint, export_memory, plan_footprint
 
 TINY = """
 ghostspec: 1

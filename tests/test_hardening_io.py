@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 import ghostspec
-from ghostspec import cli, export, files
+from ghostspec import cli, files
+from ghostspec.deploy import export
 from ghostspec.diagnostics import SpecError
-from ghostspec.modelfile import ModelMetadata, load_model_file, save_model_file
+from ghostspec.keras.modelfile import ModelMetadata, load_model_file, save_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """\
@@ -256,7 +257,7 @@ class Payload:
 def test_no_payload_in_a_spec_or_weights_file_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ghostspec.weights import read_state_dict
+    from ghostspec.keras.weights import read_state_dict
 
     marker = tmp_path / "ran"
     spec = tmp_path / "tagged.yaml"
@@ -283,10 +284,12 @@ def test_a_model_that_does_not_take_images_is_refused(tmp_path: Path) -> None:
 def test_bad_files_are_refused_before_tensorflow_loads(model_file: Path, tmp_path: Path) -> None:
     from isolation import assert_imports_no_framework
 
-    from ghostspec.keras.layers import CUSTOM_OBJECTS
-    from ghostspec.modelfile import GHOSTSPEC_LAYERS
+    from ghostspec.keras.layers import CUSTOM_OBJECTS, known_objects
+    from ghostspec.keras.modelfile import GHOSTSPEC_LAYERS
+    from ghostspec.train.optim import TRAINING_OBJECTS
 
-    assert set(CUSTOM_OBJECTS) == GHOSTSPEC_LAYERS
+    assert set(CUSTOM_OBJECTS) | set(TRAINING_OBJECTS) == GHOSTSPEC_LAYERS
+    assert set(known_objects()) == GHOSTSPEC_LAYERS  # the training room registered its own
     (tmp_path / "empty.keras").write_bytes(b"")
 
     def foreign(config: dict[str, Any]) -> None:
@@ -297,7 +300,7 @@ def test_bad_files_are_refused_before_tensorflow_loads(model_file: Path, tmp_pat
         f"""
 import sys
 from ghostspec.diagnostics import SpecError
-from ghostspec.modelfile import load_model_file
+from ghostspec.keras.modelfile import load_model_file
 for name in ("empty.keras", "foreign.keras"):
     try:
         load_model_file({str(tmp_path)!r} + "/" + name)
@@ -587,7 +590,7 @@ def test_a_signal_while_writing_leaves_nothing(tmp_path: Path, sig: int, code: i
 
 SLOW_CONVERT = """
 import sys, time
-from ghostspec import export
+from ghostspec.deploy import export
 def slow(*args, **kwargs):
     print("converting", flush=True)
     for _ in range(600):

@@ -19,10 +19,10 @@ import pytest
 from torchsave import state_dict, torch_save
 
 import ghostspec
-from ghostspec import cli, files, pipeline
+from ghostspec import cli, files
 from ghostspec.diagnostics import SpecError
-from ghostspec.modelfile import save_model_file
-from ghostspec.weights import check_state_dict, read_state_dict
+from ghostspec.keras.modelfile import save_model_file
+from ghostspec.keras.weights import check_state_dict, read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """\
@@ -64,7 +64,7 @@ def no_build(monkeypatch: pytest.MonkeyPatch) -> None:
     def build(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was built before the arguments were checked")
 
-    monkeypatch.setattr(pipeline, "build", build)
+    monkeypatch.setattr("ghostspec.keras.build.build", build)
     monkeypatch.setattr(ghostspec, "build", build)
 
 
@@ -116,7 +116,7 @@ def test_profile_refuses_a_size_that_cannot_fit_with_the_estimate(
 
 
 def test_profile_memory_estimate_counts_every_sample_of_every_node() -> None:
-    from ghostspec.memory import FLOAT, plan_footprint, profile_bytes
+    from ghostspec.plan.memory import FLOAT, plan_footprint, profile_bytes
 
     spec = ghostspec.load("tiny.yaml", text=TINY)
     small, large = (
@@ -179,7 +179,7 @@ def test_onnx_export_leaves_nothing_in_tmpdir(tmp_path: Path) -> None:
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
     script = (
-        "from ghostspec.export import _onnx_bytes\n"
+        "from ghostspec.deploy.export import _onnx_bytes\n"
         "try:\n    _onnx_bytes(None, (1,))\nexcept Exception:\n    pass\n"
         "import onnxruntime\n"  # already loaded: no second write
     )

@@ -15,7 +15,8 @@ from imagegen import make_shapes
 from isolation import assert_imports_no_framework
 from PIL import Image, ImageEnhance, ImageOps
 
-from ghostspec import export, images
+from ghostspec.data import images
+from ghostspec.deploy import export
 from ghostspec.diagnostics import SpecError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -201,7 +202,7 @@ def test_resize_crop_equals_a_full_resize_then_centre_crop(
 
 
 def test_calibration_and_evaluation_give_identical_tensors(tmp_path: Path) -> None:
-    from ghostspec import data
+    from ghostspec.data import pipeline as data
 
     root = make_shapes(tmp_path / "shapes", classes=2, per_class=3, size=40, layout="flat")
     files = sorted(p for p in root.rglob("*") if p.is_file())
@@ -243,7 +244,9 @@ def test_images_and_discovery_need_no_tensorflow(tmp_path: Path) -> None:
         f"""
 import sys
 from pathlib import Path
-from ghostspec import data, images, export
+from ghostspec.data import pipeline as data
+from ghostspec.data import images
+from ghostspec.deploy import export
 folder = data.discover({str(root)!r})
 checked = data.check_samples(folder.splits["train"])
 assert len(checked.samples) == 2, checked
@@ -259,7 +262,7 @@ FILL = (124, 116, 104)
 def _ops() -> list[tuple[str, object, object]]:
     import tensorflow as tf
 
-    from ghostspec import augment as a
+    from ghostspec.data import augment as a
 
     def f(value: float) -> object:
         return tf.constant([value])  # one parameter per image of the batch
@@ -318,7 +321,7 @@ def test_randaugment_ops_match_pil() -> None:
 def test_batched_ops_treat_every_image_on_its_own() -> None:
     import tensorflow as tf
 
-    from ghostspec import augment as a
+    from ghostspec.data import augment as a
 
     batch = np.stack([_smooth(seed=i) for i in range(4)])
     x = tf.constant(batch, tf.float32)
@@ -345,7 +348,7 @@ def test_batched_ops_treat_every_image_on_its_own() -> None:
 def test_random_resized_crop_windows_follow_the_scale_and_ratio_ranges() -> None:
     import tensorflow as tf
 
-    from ghostspec import augment as a
+    from ghostspec.data import augment as a
 
     areas, ratios = [], []
     for i in range(200):

@@ -15,8 +15,9 @@ import pytest
 import ghostspec
 from ghostspec.keras import build_model
 from ghostspec.keras.blocks import ACTIVATIONS
-from ghostspec.plan import BatchNorm, Conv, Linear, Plan, fuse_plan, nearest_indices
-from ghostspec.source import dump_yaml
+from ghostspec.language.reading import dump_yaml
+from ghostspec.plan.fuse import fuse_plan
+from ghostspec.plan.ir import BatchNorm, Conv, Linear, Plan, nearest_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE = ROOT / "specs" / "large.yaml"

@@ -14,8 +14,8 @@ from strategies import spec_documents
 
 import ghostspec
 from ghostspec.keras import build_model
-from ghostspec.plan import Plan
-from ghostspec.spec import Spec
+from ghostspec.language.spec import Spec
+from ghostspec.plan.ir import Plan
 
 # Each example builds a Keras model (a fraction of a second on 2 cores); keep the count small.
 SETTINGS = settings(

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from ghostspec.diagnostics import SpecError
-from ghostspec.source import Language, load_document, parse_override
+from ghostspec.language.overrides import parse_override
+from ghostspec.language.reading import Language
+from ghostspec.language.source import load_document
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ghostspec"
 FACE = ("__init__.py", "__main__.py", "cli.py")  # the top: the API, the entry points

@@ -11,7 +11,7 @@ import pytest
 
 import ghostspec
 from ghostspec import models
-from ghostspec.registry import REGISTRY
+from ghostspec.language.names import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -20,7 +20,7 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
     assert cli.run(["validate", "recipes/imagenet.yaml", "--hp", "epochs=3"]) == 0
     assert cli.run(["fmt", "--check", "recipes/finetune.yaml"]) == 0
     assert cli.run(["schema", "--recipe"]) == 0
-from ghostspec.recipe import default_recipe, load_recipe
+from ghostspec.language.recipe import default_recipe, load_recipe
 assert load_recipe("imagenet", ["epochs=3"]).epochs == 3
 assert default_recipe().optimizer.kind == "adamw"
 """

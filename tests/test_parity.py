@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ghostspec
-from ghostspec.plan import fuse_plan
+from ghostspec.plan.fuse import fuse_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -13,19 +13,11 @@ from strategies import in_form, spec_documents
 
 import ghostspec
 from ghostspec.diagnostics import SpecError
-from ghostspec.fmt import format_text
-from ghostspec.plan import (
-    Bottleneck,
-    Classifier,
-    ConvNode,
-    Head,
-    Plan,
-    Reparam,
-    fuse_plan,
-    make_divisible,
-)
-from ghostspec.source import dump_yaml
-from ghostspec.spec import ROW_COLUMNS, Spec
+from ghostspec.language.fmt import format_text
+from ghostspec.language.reading import dump_yaml
+from ghostspec.language.spec import ROW_COLUMNS, Spec
+from ghostspec.plan.fuse import fuse_plan
+from ghostspec.plan.ir import Bottleneck, Classifier, ConvNode, Head, Plan, Reparam, make_divisible
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

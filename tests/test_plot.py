@@ -16,9 +16,9 @@ from strategies import spec_documents
 
 import ghostspec
 from ghostspec.diagnostics import SpecError
-from ghostspec.plan import Plan
-from ghostspec.plot import DPI, plot_plan
-from ghostspec.source import dump_yaml
+from ghostspec.language.reading import dump_yaml
+from ghostspec.plan.ir import Plan
+from ghostspec.views.plot import DPI, plot_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -157,13 +157,13 @@ def test_missing_directory_is_a_spec_error(plans: dict[str, Plan], tmp_path: Pat
 
 SCRIPT = """
 import sys, tempfile, pathlib
-import ghostspec.plot
-assert "matplotlib" not in sys.modules, "importing ghostspec.plot must stay cheap"
+import ghostspec.views.plot
+assert "matplotlib" not in sys.modules, "importing ghostspec.views.plot must stay cheap"
 import ghostspec
 plan = ghostspec.plan("specs/small.yaml")
 with tempfile.TemporaryDirectory() as d:
-    ghostspec.plot.plot_plan(plan, pathlib.Path(d) / "net.png")
-    ghostspec.plot.plot_plan(plan, pathlib.Path(d) / "net.svg")
+    ghostspec.views.plot.plot_plan(plan, pathlib.Path(d) / "net.png")
+    ghostspec.views.plot.plot_plan(plan, pathlib.Path(d) / "net.svg")
 assert "matplotlib.pyplot" not in sys.modules
 """
 

@@ -14,14 +14,14 @@ from isolation import assert_imports_no_framework
 
 import ghostspec
 from ghostspec import cli
-from ghostspec.latency import (
+from ghostspec.deploy.latency import (
     Profile,
     read_profile,
     render_profile_markdown,
     render_profile_table,
 )
-from ghostspec.plan import fuse_plan
-from ghostspec.profile import measure, segments
+from ghostspec.deploy.profile import measure, segments
+from ghostspec.plan.fuse import fuse_plan
 
 # GhostNetV2 attention and GhostNetV3 branches on a few blocks, any input size: the deploy form
 # folds the branches and every BatchNorm, and the profile needs a size (--input-size).
@@ -204,7 +204,7 @@ def test_a_backbone_is_cut_into_its_plan_nodes(spec: Path, taps: str, features: 
     overrides = [f"head.features={features}", f"head.taps={taps}", "input.shape=[32, 32, 3]"]
     plan = ghostspec.plan(spec, overrides)
     deploy = ghostspec.fuse(ghostspec.build(plan), plan, batch_norm=True)
-    from ghostspec.fusion import plan_of
+    from ghostspec.keras.fusion import plan_of
 
     pieces = segments(deploy, plan_of(deploy))
     assert [node.name for node, _, _ in pieces] == [n.name for n in plan.nodes]

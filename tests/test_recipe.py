@@ -14,7 +14,7 @@ from pydantic import ValidationError
 import ghostspec
 from ghostspec.cli import run
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.recipe import (
+from ghostspec.language.recipe import (
     RECIPES_DIR,
     Recipe,
     default_recipe,

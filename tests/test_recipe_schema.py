@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ghostspec.cli import run
-from ghostspec.languages import RECIPE
-from ghostspec.recipe import RECIPES_DIR, Recipe
-from ghostspec.recipe_schema import render
-from ghostspec.source import load_document
+from ghostspec.language.languages import RECIPE
+from ghostspec.language.recipe import RECIPES_DIR, Recipe
+from ghostspec.language.recipe_schema import render
+from ghostspec.language.source import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "schemas" / "ghostspec-recipe.schema.json"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import ghostspec
-from ghostspec.plan import BatchNorm, Bottleneck, fuse_plan, make_divisible
+from ghostspec.plan.fuse import fuse_plan
+from ghostspec.plan.ir import BatchNorm, Bottleneck, make_divisible
 
 MANIFEST = Path(__file__).parent / "fixtures" / "manifest.json"
 

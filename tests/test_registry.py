@@ -11,8 +11,8 @@ from isolation import assert_imports_no_framework
 
 import ghostspec
 from ghostspec import cli
-from ghostspec.plan import fuse_plan
-from ghostspec.registry import ENTRIES, REGISTRY, resolve
+from ghostspec.language.names import ENTRIES, REGISTRY, resolve
+from ghostspec.plan.fuse import fuse_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "tests" / "fixtures" / "manifest.json"

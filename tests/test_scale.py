@@ -67,7 +67,7 @@ def random_teacher(spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     import keras
 
     import ghostspec
-    from ghostspec.modelfile import ModelMetadata, save_model_file
+    from ghostspec.keras.modelfile import ModelMetadata, save_model_file
 
     keras.utils.set_random_seed(11)
     model = ghostspec.build(spec, ["width=1.5", "name=teacher"])
@@ -268,8 +268,8 @@ def test_mixed_bfloat16_trains_resumes_and_exports_float32(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     """A GhostNetV3 spec: its deploy.keras is fused from the float32 best.keras."""
-    from ghostspec import export
-    from ghostspec.modelfile import load_model_file
+    from ghostspec.deploy import export
+    from ghostspec.keras.modelfile import load_model_file
     from ghostspec.train import callbacks, loop
 
     spec = tmp_path / "tiny_v3.yaml"
@@ -386,8 +386,8 @@ def trained_teacher(spec: Path, data: Path, tmp_path_factory: pytest.TempPathFac
 
 
 def _val_kl(student: Path, teacher: Path, data: Path) -> float:
-    from ghostspec.data import discover, eval_dataset
-    from ghostspec.modelfile import load_model_file
+    from ghostspec.data.pipeline import discover, eval_dataset
+    from ghostspec.keras.modelfile import load_model_file
     from ghostspec.train.distill import kl_divergence
 
     s, t = load_model_file(student).model, load_model_file(teacher).model
@@ -407,7 +407,7 @@ def test_distillation_moves_the_student_toward_the_teacher(
     spec: Path, data: Path, trained_teacher: Path, tmp_path: Path
 ) -> None:
     import ghostspec
-    from ghostspec.modelfile import load_model_file
+    from ghostspec.keras.modelfile import load_model_file
 
     runs = {}
     for weight in (4.0, 0.0):  # 0: the same run without the distillation term, for comparison

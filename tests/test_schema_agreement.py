@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ghostspec.cli import run
-from ghostspec.schema import render
-from ghostspec.spec import Spec
+from ghostspec.language.schema import render
+from ghostspec.language.spec import Spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "schemas" / "ghostspec.schema.json"
@@ -293,7 +293,7 @@ def test_corpus_is_large_and_mixed() -> None:
 
 def test_reference_specs_are_valid_for_both() -> None:
     """The committed specs, read the way ghostspec reads them, pass both validators."""
-    from ghostspec.source import load_document
+    from ghostspec.language.source import load_document
 
     for path in sorted((ROOT / "specs").glob("*.yaml")):
         data = load_document(path).data()

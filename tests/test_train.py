@@ -133,7 +133,7 @@ def test_sgd_nesterov_with_coupled_weight_decay_matches_pytorch_rule() -> None:
 @pytest.mark.parametrize("kind", ["sgd", "rmsprop", "adamw"])
 def test_weight_decay_leaves_out_batchnorm_and_biases(spec: Path, kind: str) -> None:
     import ghostspec
-    from ghostspec.recipe import load_recipe
+    from ghostspec.language.recipe import load_recipe
     from ghostspec.train.optim import decay_exclusions, make_optimizer, make_schedule
 
     model = ghostspec.build(spec)
@@ -194,7 +194,7 @@ def test_metrics_csv_has_one_row_per_epoch(trained: tuple[Path, str, int]) -> No
 
 def test_run_folder_files(trained: tuple[Path, str, int], spec: Path) -> None:
     import ghostspec
-    from ghostspec.recipe import load_recipe
+    from ghostspec.language.recipe import load_recipe
 
     out, _, _ = trained
     for name in ("spec.yaml", "recipe.yaml", "classes.txt", "metrics.csv", "curves.png"):
@@ -219,8 +219,8 @@ def test_run_folder_files(trained: tuple[Path, str, int], spec: Path) -> None:
 def test_best_keras_carries_metadata_and_its_accuracy(
     trained: tuple[Path, str, int], shapes: Path
 ) -> None:
-    from ghostspec.data import discover, eval_dataset
-    from ghostspec.modelfile import load_model_file
+    from ghostspec.data.pipeline import discover, eval_dataset
+    from ghostspec.keras.modelfile import load_model_file
 
     out, _, _ = trained
     loaded = load_model_file(out / "best.keras")
@@ -252,7 +252,7 @@ def test_best_keras_carries_metadata_and_its_accuracy(
 
 
 def test_last_keras_holds_the_optimizer_state(trained: tuple[Path, str, int]) -> None:
-    from ghostspec.modelfile import load_model_file
+    from ghostspec.keras.modelfile import load_model_file
 
     out, _, _ = trained
     model = load_model_file(out / "last.keras").model
@@ -356,8 +356,8 @@ def test_weights_with_another_class_count_reinitialise_the_classifier(
     spec: Path, shapes: Path, tmp_path: Path
 ) -> None:
     import ghostspec
+    from ghostspec.keras.weights import load_weights
     from ghostspec.train import prepare
-    from ghostspec.weights import load_weights
 
     ten = ghostspec.build(spec, ["head.classes=10"])
     state = ghostspec.export_state_dict(ten)
@@ -464,7 +464,7 @@ def test_missing_spec_or_data(capsys: pytest.CaptureFixture, shapes: Path, spec:
 
 
 def test_ghostnetv3_run_writes_the_fused_deploy_model(tmp_path: Path) -> None:
-    from ghostspec.modelfile import load_model_file
+    from ghostspec.keras.modelfile import load_model_file
 
     spec = tmp_path / "tiny_v3.yaml"
     spec.write_text(TINY.replace("name: tiny", "name: tiny_v3\nghost: {branches: 2}"))
@@ -496,7 +496,7 @@ def test_early_stopping_counts_epochs_without_improvement() -> None:
 
 def test_ema_values_and_exact_restore(spec: Path) -> None:
     import ghostspec
-    from ghostspec.recipe import load_recipe
+    from ghostspec.language.recipe import load_recipe
     from ghostspec.train.callbacks import ema_pairs, ema_weights, model_values
     from ghostspec.train.optim import make_optimizer, make_schedule
 

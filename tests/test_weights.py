@@ -15,9 +15,9 @@ from safetensors.numpy import save_file
 import ghostspec
 from ghostspec.diagnostics import SpecError
 from ghostspec.keras import build_model
-from ghostspec.plan import Plan
-from ghostspec.source import dump_yaml
-from ghostspec.weights import export_state_dict, load_weights, read_state_dict
+from ghostspec.keras.weights import export_state_dict, load_weights, read_state_dict
+from ghostspec.language.reading import dump_yaml
+from ghostspec.plan.ir import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,7 +205,7 @@ def test_pytorch_files_without_torch_say_what_to_install(
 
 def test_importing_weights_is_cheap() -> None:
     script = (
-        "import sys, ghostspec.weights; heavy = ('tensorflow', 'keras', 'torch'); "
+        "import sys, ghostspec.keras.weights; heavy = ('tensorflow', 'keras', 'torch'); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     result = subprocess.run(

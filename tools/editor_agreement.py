@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from test_schema_agreement import CORPUS  # noqa: E402
 
 import ghostspec  # noqa: E402
-from ghostspec.source import dump_yaml  # noqa: E402
+from ghostspec.language.reading import dump_yaml  # noqa: E402
 
 VALID = "ghostspec: 1\nname: t\ninput: {shape: [64, 64, 3]}\nstages:\n  - [[16, 16, 0, 1, 3]]\n"
 # How each side reads YAML, and the three rules between fields, written as users write them.

@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from ghostspec.keras.layers import LegacyNearestUpsample
-from ghostspec.plan import (
+from ghostspec.plan.ir import (
     HALVES,
     BatchNorm,
     Bottleneck,

@@ -13,8 +13,10 @@ from typing import Any
 
 import keras
 
+PACKAGE = "ghostspec"  # the prefix of every registered name ghostspec gives Keras
 
-@keras.saving.register_keras_serializable(package="ghostspec")
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class LegacyNearestUpsample(keras.layers.Layer):
     """Resize `inputs[0]` to the spatial size of `inputs[1]` by PyTorch's legacy nearest rule."""
 
@@ -34,16 +36,19 @@ class LegacyNearestUpsample(keras.layers.Layer):
         return (source[0], like[1], like[2], source[3])
 
 
-def _training_objects() -> dict[str, type]:
-    """The optimizers and schedule of `ghostspec train`, which a run's last.keras names."""
-    from ghostspec.train.optim import TRAINING_OBJECTS
-
-    return TRAINING_OBJECTS
-
-
-# Every class ghostspec registers with Keras, by registered name: the model loader passes these
-# to Keras and refuses any other custom class a file names.
+# The classes of the backend that Keras must know to load a model file, by registered name. The
+# training room's optimizers and schedule register themselves with Keras when it is imported; the
+# model loader takes those from Keras' registry (see modelfile), so the backend knows no training.
 CUSTOM_OBJECTS: dict[str, type] = {
     keras.saving.get_registered_name(LegacyNearestUpsample): LegacyNearestUpsample,
-    **_training_objects(),
 }
+
+
+def known_objects() -> dict[str, type]:
+    """The backend's classes and every ghostspec class registered with Keras so far."""
+    registered = {
+        name: cls
+        for name, cls in keras.saving.get_custom_objects().items()
+        if name.startswith(f"{PACKAGE}>") and isinstance(cls, type)
+    }
+    return {**registered, **CUSTOM_OBJECTS}

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 
 from ghostspec.keras import blocks
-from ghostspec.plan import Bottleneck, Classifier, ConvNode, Head, Plan
+from ghostspec.plan.ir import Bottleneck, Classifier, ConvNode, Head, Plan
 
 BUILDERS: dict[type, Callable[[Any, Any], Any]] = {
     ConvNode: blocks.conv_node,

@@ -19,9 +19,11 @@ from typing import Any, TextIO
 import numpy as np
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.plan import Classifier, Plan, fuse_plan
-from ghostspec.source import Document, load_document
-from ghostspec.spec import Spec
+from ghostspec.language.source import Document, load_document
+from ghostspec.language.spec import Spec
+from ghostspec.plan.fuse import fuse_plan
+from ghostspec.plan.ir import Classifier, Plan
+from ghostspec.plan.pipeline import checked_spec
 from ghostspec.train.run import (
     DEFAULT_ROOT,
     ExistingRun,
@@ -35,7 +37,6 @@ from ghostspec.train.run import (
     save_state,
     write_inputs,
 )
-from ghostspec.validate import spec_from_document
 
 Echo = Callable[[str], None]
 DEFAULT_SIZE = (224, 224)  # for specs that accept any input size and recipes that name none
@@ -76,9 +77,9 @@ class Setup:
     overrides: tuple[str, ...]
     spec: Spec
     plan: Plan
-    recipe: Any  # ghostspec.recipe.Recipe
+    recipe: Any  # ghostspec.language.recipe.Recipe
     recipe_file: str
-    images: Any  # ghostspec.data.ImageFolder
+    images: Any  # ghostspec.data.pipeline.ImageFolder
     size: tuple[int, int]
     strict_data: bool
     val_split: float | None
@@ -110,8 +111,8 @@ def _error(file: str | Path, message: str, hint: str | None = None, path: str = 
 def _load_recipe(source: Any, hp: Sequence[str]) -> tuple[Any, Callable[[], Document] | None, str]:
     """(Recipe, a way to get its document for positions, its file name) from a path, short name,
     Recipe or None (the shipped small-data recipe)."""
-    from ghostspec.languages import RECIPE
-    from ghostspec.recipe import DEFAULT_RECIPE, Recipe, load_recipe, resolve_source
+    from ghostspec.language.languages import RECIPE
+    from ghostspec.language.recipe import DEFAULT_RECIPE, Recipe, load_recipe, resolve_source
 
     if isinstance(source, Recipe):
         if hp:
@@ -145,9 +146,9 @@ def _check_distill(
     classifier for the data's classes and weights that fit it. Relative paths are resolved
     against the current folder and written absolute into the run's recipe (so a resumed run
     finds them anywhere). Returns the recipe with those paths, the teacher's plan and weights."""
-    from ghostspec import pipeline
-    from ghostspec.recipe import TeacherSpec
-    from ghostspec.weights import check_state_dict, read_state_dict
+    from ghostspec.keras.weights import check_state_dict, read_state_dict
+    from ghostspec.language.recipe import TeacherSpec
+    from ghostspec.plan import pipeline
 
     distill = recipe.distill
     if distill is None:
@@ -261,7 +262,7 @@ def _check_weights(
 ) -> tuple[dict[str, np.ndarray], list[str], str | None]:
     """The state dict, the classifier tensors to re-initialise (their class count differs) and
     a note saying so; SpecError for anything else that does not fit."""
-    from ghostspec.weights import check_state_dict, read_state_dict
+    from ghostspec.keras.weights import check_state_dict, read_state_dict
 
     state = read_state_dict(weights)
     head = plan.nodes[-1]
@@ -304,9 +305,9 @@ def prepare(
     `strategy` overrides the recipe's (recorded in a new run's recipe.yaml; for a resumed run it
     applies to this session only, so a run can continue on other hardware); `devices` are the
     devices a one-device or mirrored strategy uses (machine-specific, so never recorded)."""
-    from ghostspec import pipeline
-    from ghostspec.data import discover
-    from ghostspec.recipe import Recipe
+    from ghostspec.data.pipeline import discover
+    from ghostspec.language.recipe import Recipe
+    from ghostspec.plan import pipeline
 
     if resume is not None:
         given = [
@@ -335,7 +336,7 @@ def prepare(
     if data is None:
         raise _error("--data", "name the image folder to train on", "--data DIR")
     spec_doc = load_document(spec, tuple(overrides))
-    spec_obj = spec_from_document(spec_doc)
+    spec_obj = checked_spec(spec_doc)
     if strategy is not None and isinstance(recipe, Recipe):
         recipe = recipe.model_copy(update={"strategy": strategy})
     elif strategy is not None:
@@ -396,7 +397,7 @@ def _resume_source(path: Path, strategy: str | None) -> tuple[ExistingRun, Any, 
     The chief continues RUN_DIR itself. Another worker continues its copy of the run, which it
     kept when it stopped; a worker without one (a new machine) starts its copy from RUN_DIR
     when RUN_DIR is readable there (a shared filesystem)."""
-    from ghostspec.recipe import load_recipe
+    from ghostspec.language.recipe import load_recipe
     from ghostspec.train.distribute import Cluster, read_tf_config, worker_folder
 
     try:
@@ -437,8 +438,8 @@ def _prepare_resume(
     strategy: str | None = None,
     devices: tuple[str, ...] = (),
 ) -> Setup:
-    from ghostspec import pipeline
-    from ghostspec.data import discover
+    from ghostspec.data.pipeline import discover
+    from ghostspec.plan import pipeline
 
     run, cluster, copy = _resume_source(path, strategy)
     state = run.state
@@ -446,7 +447,7 @@ def _prepare_resume(
         what = "stopped early" if state.stopped_early else f"finished its {state.epoch} epochs"
         raise _error(path, f"this run has {what}; there is nothing to resume", "start a new run")
     spec_doc = load_document(run.folder.spec)
-    spec_obj = spec_from_document(spec_doc)
+    spec_obj = checked_spec(spec_doc)
     recipe_obj, recipe_doc, recipe_file = _load_recipe(run.folder.recipe, ())
     if strategy is not None:
         recipe_obj = recipe_obj.model_copy(update={"strategy": strategy})
@@ -493,7 +494,7 @@ def _prepare_resume(
 
 
 def augment_of(recipe: Any) -> Any:
-    from ghostspec.data import Augment
+    from ghostspec.data.pipeline import Augment
 
     a = recipe.augment
     crop, ra = a.crop, a.randaugment
@@ -646,7 +647,7 @@ class _Session:
         return earlier
 
     def _datasets(self, tf: Any, start_epoch: int, shard: bool) -> tuple[Any, Any, int]:
-        from ghostspec.data import check_samples, eval_dataset, train_dataset
+        from ghostspec.data.pipeline import check_samples, eval_dataset, train_dataset
         from ghostspec.train.distribute import shard_by_data
 
         s, recipe, plan = self.setup, self.setup.recipe, self.setup.plan
@@ -691,7 +692,7 @@ class _Session:
     def _build(
         self, keras: Any, strategy: Any, steps: int, replicas: int, multi: bool, train_ds: Any
     ) -> _Built:
-        from ghostspec import pipeline
+        from ghostspec.keras.build import build as build_model_from
         from ghostspec.train.distill import training_model
         from ghostspec.train.distribute import synchronize_batch_norm
         from ghostspec.train.fastbn import fuse_batch_norm_for_training
@@ -719,12 +720,12 @@ class _Session:
         distill = recipe.distill
         with strategy.scope():
             with policy(recipe.precision):
-                net = pipeline.build(plan)
+                net = build_model_from(plan)
             net = float32_logits(net)  # the loss and softmax in float32 (mixed precision)
             synchronize_batch_norm(net, replicas)  # before fusing: synchronised layers stay
             fuse_batch_norm_for_training(net)  # same function, about 30% faster steps
             if s.weights is not None:
-                from ghostspec.weights import load_weights
+                from ghostspec.keras.weights import load_weights
 
                 load_weights(net, plan, s.weights, skip=s.skip)
             teacher = None if distill is None else self._teacher()
@@ -746,13 +747,13 @@ class _Session:
             specs = train_ds.element_spec
             model._symbolic_build(data_batch=specs)
         model._maybe_symbolic_build = lambda *args, **kwargs: None
-        twin = pipeline.build(plan)  # float32, uncompiled config: loads without ghostspec
+        twin = build_model_from(plan)  # float32, uncompiled config: loads without ghostspec
         if [w.path for w in twin.weights] != [w.path for w in net.weights] or [
             w.path for w in twin.trainable_weights
         ] != [w.path for w in model.trainable_weights]:
             raise RuntimeError("the saved model's weights do not line up with the trained one's")
         inner = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-        last = pipeline.build(plan)
+        last = build_model_from(plan)
         compile_(last, inner)  # last.keras carries the optimizer's state with the weights
         return _Built(
             net=net,
@@ -773,11 +774,11 @@ class _Session:
         plan = s.plan
         student_norm = (tuple(plan.mean), tuple(plan.std))
         if s.teacher_plan is not None:
-            from ghostspec import pipeline
-            from ghostspec.weights import load_weights
+            from ghostspec.keras.build import build as build_model_from
+            from ghostspec.keras.weights import load_weights
 
             tplan = s.teacher_plan
-            model = pipeline.build(tplan)
+            model = build_model_from(tplan)
             assert s.teacher_weights is not None
             load_weights(model, tplan, s.teacher_weights)
             size = (int(tplan.input_shape[0]), int(tplan.input_shape[1]))
@@ -786,7 +787,7 @@ class _Session:
             probabilities = isinstance(head, Classifier) and head.activation != "linear"
             source = str(distill.teacher.spec)
         else:
-            from ghostspec.modelfile import image_input_shape, load_model_file
+            from ghostspec.keras.modelfile import image_input_shape, load_model_file
 
             source = str(distill.teacher)
             loaded = load_model_file(source, compile=False)
@@ -847,7 +848,7 @@ class _Session:
         return folder, state
 
     def _metadata(self) -> Any:
-        from ghostspec.modelfile import ModelMetadata
+        from ghostspec.keras.modelfile import ModelMetadata
 
         s = self.setup
         return ModelMetadata(
@@ -869,7 +870,7 @@ class _Session:
         state: RunState,
         strategy: Any,
     ) -> RunResult:
-        from ghostspec.modelfile import save_model_file
+        from ghostspec.keras.modelfile import save_model_file
         from ghostspec.train.callbacks import (
             EmaValidation,
             EpochClock,
@@ -982,8 +983,8 @@ class _Session:
 
     def _finish(self, twin: Any, folder: RunFolder, metadata: Any) -> list[Path]:
         """GhostNetV3: deploy.keras from best.keras, checked against it. The list of outputs."""
-        from ghostspec.fusion import fuse
-        from ghostspec.modelfile import save_model_file
+        from ghostspec.keras.fusion import fuse
+        from ghostspec.keras.modelfile import save_model_file
 
         names = [
             folder.spec,

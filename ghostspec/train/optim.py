@@ -39,7 +39,7 @@ import keras
 from keras import ops
 
 if TYPE_CHECKING:
-    from ghostspec.recipe import Recipe
+    from ghostspec.language.recipe import Recipe
 
 PACKAGE = "ghostspec"
 

@@ -31,8 +31,8 @@ from typing import Any
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import write_text
-from ghostspec.source import dump_yaml
-from ghostspec.spec import ROW_COLUMNS, Spec
+from ghostspec.language.reading import dump_yaml
+from ghostspec.language.spec import ROW_COLUMNS, Spec
 
 DEFAULT_ROOT = Path("runs")
 STATE_VERSION = 1
@@ -109,7 +109,7 @@ def _block(block: dict[str, Any]) -> Any:
 def resolved_spec_text(spec: Spec, note: str) -> str:
     """The validated spec as YAML with every default written out: the run's own copy, valid on
     its own (`ghostspec validate RUN/spec.yaml`)."""
-    from ghostspec.fmt import format_text
+    from ghostspec.language.fmt import format_text
 
     data = spec.model_dump(mode="json")
     data["stages"] = [[_block(b) for b in stage] for stage in data["stages"]]
@@ -118,7 +118,7 @@ def resolved_spec_text(spec: Spec, note: str) -> str:
 
 def resolved_recipe_text(recipe: Any, note: str) -> str:
     """The validated recipe as YAML with every default written out."""
-    from ghostspec.recipe import dump_recipe
+    from ghostspec.language.recipe import dump_recipe
 
     return f"# {note}\n" + dump_recipe(recipe)
 

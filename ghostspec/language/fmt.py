@@ -1,0 +1,105 @@
+"""`ghostspec fmt`: one canonical layout, comments kept, through ruamel's round trip.
+
+The layout: two-space mappings, sequences indented under their key, every list of scalars (a
+compact row, an input shape) on one line, every block (row or mapping) on one line, a one-block
+stage as `[[...]]` and a longer stage one block per line. Everything else keeps the author's style.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from ghostspec.language.reading import CoreResolver, parse_text
+
+
+def _scalar(value: Any) -> bool:
+    return not isinstance(value, dict | list)
+
+
+def _canonicalise(node: Any, in_stages: bool = False, depth: int = 0) -> None:
+    if isinstance(node, CommentedMap):
+        for key, value in node.items():
+            _canonicalise(value, in_stages=(depth == 0 and key == "stages"), depth=depth + 1)
+        return
+    if not isinstance(node, CommentedSeq):
+        return
+    if all(_scalar(v) for v in node):
+        node.fa.set_flow_style()
+        return
+    if in_stages:
+        node.fa.set_block_style()
+        for stage in node:
+            _canonicalise_stage(stage)
+        return
+    node.fa.set_block_style()
+    for value in node:
+        _canonicalise(value, depth=depth + 1)
+
+
+def _flow(node: Any) -> None:
+    """One line for a block and everything inside it."""
+    node.fa.set_flow_style()
+    for value in node.values() if isinstance(node, dict) else node:
+        if isinstance(value, CommentedSeq | CommentedMap):
+            _flow(value)
+
+
+def _canonicalise_stage(stage: Any) -> None:
+    if not isinstance(stage, CommentedSeq):
+        return
+    for block in stage:
+        if isinstance(block, CommentedSeq | CommentedMap):
+            _flow(block)
+    if len(stage) == 1 and isinstance(stage[0], CommentedSeq | CommentedMap):
+        stage.fa.set_flow_style()
+    else:
+        stage.fa.set_block_style()
+
+
+def format_text(text: str, name: str) -> str:
+    """The canonical form of a spec's text. Raises SpecError for YAML syntax errors."""
+    tree = parse_text(text, name)
+    if tree is None:
+        return text
+    _canonicalise(tree)
+    yaml = YAML(typ="rt")
+    yaml.Resolver = CoreResolver  # quote exactly what YAML 1.2 would misread, as the reader does
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096  # a block stays on one line, however long
+    yaml.preserve_quotes = True
+    yaml.representer.add_representer(type(None), _null)  # `ema: null` reads better than `ema:`
+    stream = io.StringIO()
+    yaml.dump(tree, stream)
+    return _tighten_nested_lists(stream.getvalue())
+
+
+def _null(representer: Any, _: None) -> Any:
+    return representer.represent_scalar("tag:yaml.org,2002:null", "null")
+
+
+def _tighten_nested_lists(text: str) -> str:
+    """ruamel writes a list inside a list as `-   - row`; write `- - row` with rows aligned."""
+    lines = text.split("\n")
+    out = []
+    inner_indent: int | None = None
+    for line in lines:
+        stripped = line.lstrip(" ")
+        indent = len(line) - len(stripped)
+        if stripped.startswith(("-   - [", "-   - {")):
+            out.append(" " * indent + "- - " + stripped[len("-   - ") :])
+            inner_indent = indent + 2
+            continue
+        if (
+            inner_indent is not None
+            and indent == inner_indent + 2
+            and stripped.startswith(("- [", "- {"))
+        ):
+            out.append(" " * inner_indent + stripped)
+            continue
+        inner_indent = None
+        out.append(line)
+    return "\n".join(out)

@@ -1,0 +1,23 @@
+"""The two languages ghostspec reads, described for the shared reader: specs and recipes.
+
+The descriptions (version key, override flag, wording) live here so that loading a spec can
+recognise a recipe passed by mistake without the compiler core importing the recipe language.
+"""
+
+from __future__ import annotations
+
+from ghostspec.language.reading import Language
+from ghostspec.language.spec import LANGUAGE as SPEC
+
+RECIPE = Language(
+    flag="--hp",
+    examples=("epochs=3", "optimizer.lr=0.05"),
+    start="a recipe starts with `ghostspec-recipe: 1`",
+    version_key="ghostspec-recipe",
+    noun="recipe",
+    title="training recipe",
+    used_by="recipes go to `train --recipe` and validate",
+)
+LANGUAGES = (SPEC, RECIPE)
+
+__all__ = ["LANGUAGES", "RECIPE", "SPEC"]
