@@ -3,7 +3,7 @@
 The model uses no custom layers, no Lambda and no tf.* calls, so a saved `.keras` file loads with
 plain `keras.saving.load_model` in a process that never imports ghostspec. The one exception is
 GhostNetV2's attention with a dynamic input size (see `ghostspec.keras.layers`): that file loads
-after `import ghostspec.keras`.
+after `import ghostspec.keras.layers`.
 
 Layer names are deterministic and derived from the plan, which uses the reference (timm / Huawei)
 state-dict names. A layer holding weights is named after the reference module, dots included
@@ -27,6 +27,18 @@ reference names (`<ghost>.primary_rpr_conv.0.conv`, `<ghost>.cheap_rpr_skip`,
 A fused (deploy) plan gives the v1 names with a bias on each conv.
 """
 
-from ghostspec.keras.model import build_model
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["build_model"]
+
+
+def __getattr__(name: str) -> Any:
+    # Keras loads only when a model is built: the .keras reader (modelfile) checks a file's
+    # archive and metadata before any framework is imported, and it lives in this room.
+    if name == "build_model":
+        from ghostspec.keras.model import build_model
+
+        return build_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

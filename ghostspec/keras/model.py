@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from ghostspec.keras import blocks
+from ghostspec.keras import blocks  # the module, not the package face
 from ghostspec.plan.ir import Bottleneck, Classifier, ConvNode, Head, Plan
 
 BUILDERS: dict[type, Callable[[Any, Any], Any]] = {
