@@ -1,5 +1,12 @@
 """The Keras 3 backend: a Plan becomes a functional keras.Model built from standard layers only.
 
+Takes: a Plan. `model` and `blocks` build the functional model; `fusion` folds the deploy form;
+`weights` reads and writes reference state dicts (`torchfile` reads .pth without torch);
+`modelfile` is the one .keras reader and writer (checked before any framework loads); `build`
+joins the front phases to the builder.
+Hands on: a keras.Model, its weights, and .keras files with ghostspec's metadata.
+Never imports: TensorFlow, the training, data, deploy or views rooms, or the package face.
+
 The model uses no custom layers, no Lambda and no tf.* calls, so a saved `.keras` file loads with
 plain `keras.saving.load_model` in a process that never imports ghostspec. The one exception is
 GhostNetV2's attention with a dynamic input size (see `ghostspec.keras.layers`): that file loads
