@@ -20,6 +20,7 @@ import pytest
 
 import ghostspec
 from ghostspec import cli, files
+from ghostspec.cli import deploy_commands
 from ghostspec.deploy import export
 from ghostspec.diagnostics import SpecError
 from ghostspec.keras.modelfile import ModelMetadata, load_model_file, save_model_file
@@ -528,7 +529,7 @@ def test_outputs_are_checked_before_any_building(
         raise AssertionError("the output should have been refused first")
 
     monkeypatch.setattr(ghostspec, "build", expensive)
-    monkeypatch.setattr(cli, "_export_model", expensive)
+    monkeypatch.setattr(deploy_commands, "_export_model", expensive)
     folder = tmp_path / "folder.tflite"
     folder.mkdir()
     (folder / "keep").write_text("x")
@@ -708,7 +709,7 @@ def test_verbose_is_a_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -
     for value, expected in (("1", True), ("yes", True), ("0", False), ("", False)):
         monkeypatch.setenv("GHOSTSPEC_VERBOSE", value)
         assert verbose_requested() is expected
-    args = cli._parser().parse_args(["build", "x.yaml", "--verbose"])
+    args = cli.build_parser().parse_args(["build", "x.yaml", "--verbose"])
     assert args.verbose is True
-    assert cli._parser().parse_args(["--verbose", "export", "x.yaml", "--to", "onnx"]).verbose
-    assert cli._parser().parse_args(["build", "x.yaml"]).verbose is False
+    assert cli.build_parser().parse_args(["--verbose", "export", "x.yaml", "--to", "onnx"]).verbose
+    assert cli.build_parser().parse_args(["build", "x.yaml"]).verbose is False
