@@ -74,6 +74,7 @@ class Artifact:
 
     def prepare(self) -> None:
         """Allocate, feed one fixed input (int8 models take it quantized) and warm up."""
+        from ghostspec.deploy import tflite
 
         self.interpreter = tflite.tflite_interpreter(self.content, threads=THREADS)
         self.interpreter.allocate_tensors()
