@@ -17,7 +17,7 @@ MobileNetV3Large ends in a softmax over 1000 classes; ghostspec's large spec ret
 difference is well under 1% of the latency.
 
 Latency is one `invoke()` at batch 1, 224x224, on the interpreter ghostspec itself uses
-(`export.tflite_interpreter`, LiteRT with its default XNNPACK delegate) with 2 threads. After a
+(`tflite.tflite_interpreter`, LiteRT with its default XNNPACK delegate) with 2 threads. After a
 warm-up, the models are interleaved round by round (the order rotates each round) so that load
 from other processes hits all of them alike; each invoke is timed on its own and the figure is the
 median over all rounds. Goals: ghostspec large fp32 <= 0.8x MobileNetV3Large fp32, and each
@@ -74,9 +74,9 @@ class Artifact:
 
     def prepare(self) -> None:
         """Allocate, feed one fixed input (int8 models take it quantized) and warm up."""
-        from ghostspec.deploy import export
+        from ghostspec.deploy import tflite
 
-        self.interpreter = export.tflite_interpreter(self.content, threads=THREADS)
+        self.interpreter = tflite.tflite_interpreter(self.content, threads=THREADS)
         self.interpreter.allocate_tensors()
         detail = self.interpreter.get_input_details()[0]
         x = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
@@ -146,7 +146,7 @@ class OpReport:
 
 
 def inspect_ops(artifact: Artifact) -> OpReport:
-    """Read the op list from an interpreter of the class `export.tflite_interpreter` chose.
+    """Read the op list from an interpreter of the class `tflite.tflite_interpreter` chose.
 
     With delegate node fusion off, XNNPACK replaces each op it takes by a DELEGATE node with the
     same outputs, so an op whose outputs no DELEGATE node produces is run by TFLite's own kernels

@@ -55,7 +55,7 @@ def main() -> None:
     import keras
 
     import ghostspec
-    from ghostspec.deploy import export
+    from ghostspec.deploy import export, tflite
     from ghostspec.keras.fusion import plan_of
 
     model = ghostspec.build(SPEC)
@@ -72,7 +72,7 @@ def main() -> None:
         sub = keras.Model(model.inputs, model.get_layer(end).output)
         with contextlib.redirect_stdout(sys.stderr):
             content = export._tflite_bytes(sub, SHAPE, "none", None, export.Preprocessing())
-        interpreter = export.tflite_interpreter(content, threads=THREADS)
+        interpreter = tflite.tflite_interpreter(content, threads=THREADS)
         interpreter.allocate_tensors()
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
         for _ in range(10):

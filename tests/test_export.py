@@ -11,7 +11,7 @@ import pytest
 
 import ghostspec
 from ghostspec import cli
-from ghostspec.deploy import export
+from ghostspec.deploy import export, tflite
 
 TINY = """
 ghostspec: 1
@@ -86,7 +86,7 @@ def test_quantized_tflite_reports_its_agreement(
     assert result.parity.cosine > 0.9
     assert result.parity.top1_agreement is not None
     if quantize == "int8":
-        interpreter = export.tflite_interpreter(out.read_bytes())
+        interpreter = tflite.tflite_interpreter(out.read_bytes())
         assert interpreter.get_input_details()[0]["dtype"] == np.int8
 
 

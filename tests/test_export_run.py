@@ -19,7 +19,6 @@ from imagegen import make_shapes
 import ghostspec
 from ghostspec import cli
 from ghostspec.data import pipeline as data
-from ghostspec.deploy import export
 from ghostspec.deploy.calibration import calibration_images
 from ghostspec.deploy.source import load_saved, saved_source
 from ghostspec.diagnostics import SpecError
@@ -95,7 +94,7 @@ def _direct_top1(run: Path, tflite: Path, x: np.ndarray, y: np.ndarray) -> tuple
     """(int8 top-1, float top-1) by hand: the TFLite file and the Keras model on `x`."""
     model = load_model_file(run / "best.keras", compile=False).model
     float_top1 = float(np.mean(np.asarray(model(x, training=False)).argmax(1) == y))
-    int8_top1 = float(np.mean(export.run_tflite(tflite.read_bytes(), x).argmax(1) == y))
+    int8_top1 = float(np.mean(tflite.run_tflite(tflite.read_bytes(), x).argmax(1) == y))
     return int8_top1, float_top1
 
 

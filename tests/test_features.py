@@ -18,7 +18,7 @@ import pytest
 
 import ghostspec
 from ghostspec import cli
-from ghostspec.deploy import export
+from ghostspec.deploy import export, tflite
 from ghostspec.diagnostics import SpecError
 from ghostspec.keras.weights import load_weights
 from ghostspec.plan.fuse import fuse_plan
@@ -430,7 +430,7 @@ def test_tflite_export_has_one_checked_output_per_map(small_backbone: Any, tmp_p
     assert [name for name, _ in result.outputs] == ["features_1", "features_3", "features_5"]
     assert all(p.max_abs_diff <= TOLERANCE for _, p in result.outputs)
     assert result.parity.max_abs_diff == max(p.max_abs_diff for _, p in result.outputs)
-    runner = export.tflite_interpreter(out.read_bytes()).get_signature_runner()
+    runner = tflite.tflite_interpreter(out.read_bytes()).get_signature_runner()
     shapes = {name: tuple(d["shape"]) for name, d in runner.get_output_details().items()}
     assert shapes == {
         "features_1": (1, 24, 24, 8),

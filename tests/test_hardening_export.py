@@ -21,7 +21,7 @@ from torchsave import Call, Global, Tensor, state_dict, torch_save
 
 import ghostspec
 from ghostspec import cli
-from ghostspec.deploy import export
+from ghostspec.deploy import export, tflite
 from ghostspec.deploy.calibration import (
     RANDOM_LIMIT,
     calibration_notice,
@@ -254,7 +254,7 @@ def test_a_fixed_batch_that_does_not_divide_eight(
     assert (
         cli.run(["export", str(tiny_spec), "--to", "tflite", "--batch", "3", "-o", str(out)]) == 0
     )
-    interpreter = export.tflite_interpreter(out.read_bytes())
+    interpreter = tflite.tflite_interpreter(out.read_bytes())
     assert list(interpreter.get_input_details()[0]["shape"]) == [3, 32, 32, 3]
 
 
@@ -306,7 +306,7 @@ def test_a_spec_is_built_at_the_requested_size(
     argv = ["export", str(tiny_spec), "--to", "tflite", "--input-size", "48", "40"]
     assert cli.run([*argv, "-o", str(out)]) == 0
     assert "48x40" in capsys.readouterr().out
-    interpreter = export.tflite_interpreter(out.read_bytes())
+    interpreter = tflite.tflite_interpreter(out.read_bytes())
     assert list(interpreter.get_input_details()[0]["shape"]) == [1, 48, 40, 3]
 
 

@@ -205,7 +205,7 @@ class _Timed:
     """An interpreter with its input set, invoked and timed once per round."""
 
     def __init__(self, content: bytes, threads: int, value: np.ndarray) -> None:
-        from ghostspec.deploy.export import tflite_interpreter
+        from ghostspec.deploy.tflite import tflite_interpreter
 
         self.interpreter = tflite_interpreter(content, threads=threads)
         self.interpreter.allocate_tensors()

@@ -149,7 +149,7 @@ def compare(
 
     from ghostspec.data import scoring as evaluate
     from ghostspec.data.pipeline import eval_dataset
-    from ghostspec.deploy.export import tflite_runner
+    from ghostspec.deploy.tflite import tflite_runner
 
     channels = int(float_model.inputs[0].shape[-1])
     dataset = eval_dataset(
