@@ -1,6 +1,11 @@
-"""The command line: the parser and the dispatch. Takes argv, hands on an exit code; no logic of
-its own. One module per command family (spec_commands, build_commands, deploy_commands,
-train_commands) holds the handlers; parser holds every flag; exit_codes the codes.
+"""The command line: the parser and the dispatch, one module per command family.
+
+Takes: argv. `parser` holds every flag; `spec_commands`, `build_commands`, `deploy_commands`
+and `train_commands` hold the handlers, each a thin face over the rooms that do the work;
+`exit_codes` the codes (0 ok, 2 invalid input, 1 a fault of ghostspec, 130/143 signals).
+Hands on: an exit code, and what the rooms print or write.
+Never imports: anything heavy at module level (handlers import their rooms when they run, so
+`validate` and `inspect` never load a framework); no room imports the CLI.
 
 argparse rather than typer: `validate` must start in well under half a second, and typer with
 click costs about 0.15 s of imports on its own; rich is imported only where a table is drawn.
