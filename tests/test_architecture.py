@@ -60,7 +60,9 @@ def test_only_the_cli_imports_the_package_face(graph: grimp.ImportGraph) -> None
     assert {m for m in importers if not m.startswith("ghostspec.cli")} == set()
 
 
-@pytest.mark.parametrize("module", sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")))
+@pytest.mark.parametrize(
+    "module", sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py"))
+)
 def test_no_module_over_600_lines(module: str) -> None:
     lines = len((PACKAGE / module).read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{module} has {lines} lines; split it by concern"
