@@ -1,11 +1,11 @@
 """ghostspec train: a spec, a recipe and a folder of images become a trained run folder.
 
-The room takes a spec (YAML, with `--set` overrides), a recipe (a file, a short name or a Recipe)
-and an image folder; it hands on a run folder (layout in `ghostspec.train.run`) that evaluate,
-predict and deploy read. It imports the rooms below it, never `ghostspec.cli` nor the package face
-`ghostspec.models`. `train(...)` (in `session`) runs the stages: `inputs.prepare` checks the
-inputs without TensorFlow, then `datasets`, `build`, `fit` and `finish`; the optimizer and
-schedule semantics are in `optim`. Importing this package does not import TensorFlow.
+Takes: a spec (YAML, with `--set` overrides), a recipe (a file, a short name or a Recipe) and an
+image folder. `train(...)` (in `session`) runs the stages: `inputs.prepare` checks the inputs
+without TensorFlow, then `datasets`, `build`, `fit` and `finish`; `optim` holds the optimizer
+and schedule semantics, `run` the run folder's layout, `distribute` the strategies.
+Hands on: a run folder that evaluate, predict, export and sweep read.
+Never imports: the CLI or the package face; TensorFlow only once the inputs are checked.
 """
 
 from ghostspec.train.inputs import prepare

@@ -139,11 +139,15 @@ def load_teacher(setup: Setup, echo: Echo) -> Teacher:
         model = build_model_from(tplan)
         assert s.teacher_weights is not None
         load_weights(model, tplan, s.teacher_weights)
-        size: tuple[int, int] | None = (int(tplan.input_shape[0]), int(tplan.input_shape[1]))
+        th, tw, _ = tplan.input_shape
+        assert th is not None and tw is not None  # the teacher's plan is lowered at a fixed size
+        size: tuple[int, int] | None = (th, tw)
         norm = renormalisation(student_norm, (tuple(tplan.mean), tuple(tplan.std)))
         head = tplan.nodes[-1]
         probabilities = isinstance(head, Classifier) and head.activation != "linear"
-        source = str(distill.teacher.spec)
+        teacher = distill.teacher
+        assert not isinstance(teacher, str)  # a teacher plan exists for {spec, weights} only
+        source = str(teacher.spec)
     else:
         from ghostspec.keras.modelfile import image_input_shape, load_model_file
 
@@ -161,10 +165,14 @@ def load_teacher(setup: Setup, echo: Echo) -> Teacher:
                 "distil from a teacher trained on the same classes and channels",
             )
         own = None if h is None or w is None else (h, w)
-        size = tuple(distill.teacher_input_size) if distill.teacher_input_size else own
+        given = distill.teacher_input_size
+        size = (given[0], given[1]) if given else own
         meta = loaded.metadata
-        theirs = None if meta is None or meta.mean is None or meta.std is None else meta
-        norm = None if theirs is None else renormalisation(student_norm, (theirs.mean, theirs.std))
+        norm = (
+            None
+            if meta is None or meta.mean is None or meta.std is None
+            else renormalisation(student_norm, (meta.mean, meta.std))
+        )
         probabilities = _ends_in_softmax(model)
     if size == s.size:
         size = None

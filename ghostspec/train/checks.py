@@ -107,7 +107,7 @@ def check_distill(
         teacher_size = distill.teacher_input_size or (
             size if own[0] is None or own[1] is None else (int(own[0]), int(own[1]))
         )
-        plan = pipeline.plan(teacher.spec, input_size=tuple(teacher_size))
+        plan = pipeline.plan(teacher.spec, input_size=(teacher_size[0], teacher_size[1]))
         head = plan.nodes[-1]
         if not isinstance(head, Classifier) or head.linear.cout != classes:
             got = head.linear.cout if isinstance(head, Classifier) else "no"

@@ -25,8 +25,8 @@ def augment_of(recipe: Recipe) -> Augment:
     a = recipe.augment
     crop, ra = a.crop, a.randaugment
     return Augment(
-        crop_scale=None if crop is None else tuple(crop.scale),
-        crop_ratio=None if crop is None else tuple(crop.ratio),
+        crop_scale=None if crop is None else (crop.scale[0], crop.scale[1]),
+        crop_ratio=None if crop is None else (crop.ratio[0], crop.ratio[1]),
         flip=a.flip,
         randaugment_magnitude=0.0 if ra is None else float(ra.magnitude),
         randaugment_std=0.0 if ra is None else float(ra.magnitude_std),
