@@ -2,8 +2,9 @@
 
 Outputs go to a temporary file (or folder) beside the target and are renamed into place only on
 success; a failed or interrupted run leaves what existed before and no temporary file. Every
-output is checked before the expensive work: its folder exists and is a folder, it is not one of
-the command's inputs, and it replaces only what ghostspec itself would write there.
+output is checked before the expensive work: its folder exists and is a folder, it is none of
+the command's input files under any name and lies in none of its input folders (an image folder,
+a run folder), and it replaces only what ghostspec itself would write there.
 """
 
 from __future__ import annotations
@@ -102,22 +103,96 @@ def _inside(path: Path, folder: Path) -> bool:
     return real == top or top in real.parents
 
 
-def _check_not_an_input(target: Path, inputs: Iterable[PathLike | None]) -> None:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what `path` names (through symlinks), or None when it is not there."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _ancestors(path: Path) -> Iterator[Path]:
+    """`path` and the folders above it, as written and as resolved (a symlink anywhere on the
+    way is followed), so a folder is found under any name."""
+    seen: set[Path] = set()
+    for start in (path.absolute(), Path(os.path.realpath(path))):
+        for candidate in (start, *start.parents):
+            if candidate not in seen:
+                seen.add(candidate)
+                yield candidate
+
+
+def input_folder_holding(target: PathLike, inputs: Iterable[PathLike | None]) -> Path | None:
+    """The input folder among `inputs` that `target` is, or lies inside (by path through any
+    symlink, and by device and inode, so a bind mount or a second name is no way around it)."""
+    folders = {}
     for source in inputs:
         if source is None or not str(source):
             continue
         source = Path(source)
-        if (
-            (target.exists() or target.is_symlink())
-            and source.exists()
-            and _same_file(source, target)
-        ):
-            raise _refuse(
-                target,
-                f"the output is the same file as the input {str(source)!r}; writing it would "
-                "destroy the input",
-                "choose another output path",
+        if source.is_dir():
+            identity = _identity(source)
+            if identity is not None:
+                folders[identity] = source
+    if not folders:
+        return None
+    for folder in _ancestors(Path(target)):
+        found = folders.get(_identity(folder) or (-1, -1))
+        if found is not None:
+            return found
+    return None
+
+
+def _check_not_an_input(
+    target: Path,
+    inputs: Iterable[PathLike | None],
+    what: str = "output",
+    hint: str | None = None,
+) -> None:
+    """Refuse a target that is one of the command's input files under any name (symlink, hard
+    link), or is or lies inside one of its input folders (an image folder, a run folder)."""
+    inputs = list(inputs)
+    if target.exists() or target.is_symlink():
+        mine = _identity(target)
+        for source in inputs:
+            if source is None or not str(source) or Path(source).is_dir():
+                continue
+            source = Path(source)
+            same = (
+                _identity(source) == mine
+                if mine is not None
+                else source.exists() and _same_file(source, target)
             )
+            if same:
+                raise _refuse(
+                    target,
+                    f"the {what} is the same file as the input {str(source)!r}; writing it would "
+                    "destroy the input",
+                    "choose another output path",
+                )
+    folder = input_folder_holding(target, inputs)
+    if folder is not None:
+        same = _identity(folder) == _identity(target)
+        where = "is" if same else "is inside"
+        raise _refuse(
+            target,
+            f"the {what} {where} the input folder {str(folder)!r}, which this command reads; "
+            "writing there would change or destroy what is in it",
+            hint or f"write the {what} outside {str(folder)!r}",
+        )
+
+
+def check_not_an_input(
+    target: PathLike,
+    inputs: Iterable[PathLike | None],
+    what: str = "output",
+    hint: str | None = None,
+) -> Path:
+    """The output `target` checked against every input of the command: not one of its files
+    under any name, and neither one of its folders nor inside one. Raises SpecError."""
+    _check_not_an_input(Path(target), inputs, what, hint)
+    return Path(target)
 
 
 def check_output(
@@ -128,8 +203,9 @@ def check_output(
     what: str = "output file",
 ) -> Path:
     """The output file `target`, checked before any work: its suffix (case-insensitive), its
-    folder, that it is not a folder or a device, and that it is none of `inputs` (the same
-    file under any name: symlinks and hard links compare equal). Raises SpecError."""
+    folder, that it is not a folder or a device, that it is none of `inputs` (the same file
+    under any name: symlinks and hard links compare equal) and that it lies inside none of the
+    folders among `inputs` (see `check_not_an_input`). Raises SpecError."""
     path = Path(target)
     _check_not_an_input(path, inputs)
     if suffixes and path.suffix.lower() not in suffixes:

@@ -21,11 +21,13 @@ from ghostspec.plan.pipeline import checked_spec
 from ghostspec.train.checks import (
     check_classifier,
     check_distill,
+    check_run_place,
     check_weights,
     cluster_of,
     input_error,
     input_size,
     load_recipe_source,
+    size_source,
 )
 from ghostspec.train.run import (
     DEFAULT_ROOT,
@@ -136,7 +138,8 @@ def prepare(
         hp = [*hp, f"strategy={strategy}"]
     recipe_obj, recipe_doc, recipe_file = load_recipe_source(recipe, hp)
     size = input_size(spec_obj, recipe_obj)
-    plan = pipeline.plan(spec, tuple(overrides), input_size=size)
+    located = size_source(recipe_obj, recipe_doc, recipe_file)
+    plan = pipeline.plan(spec, tuple(overrides), input_size=size, size_from=located)
     images = discover(data, val_split=val_split, seed=recipe_obj.seed)
     check_classifier(plan, spec_doc, images.classes, str(data))
     recipe_obj, teacher_plan, teacher_weights = check_distill(
@@ -152,6 +155,7 @@ def prepare(
         writer_dir = worker_folder(run_dir, cluster)
     else:
         run_dir = choose_run_folder(plan.name, output, Path(runs_root))
+    check_run_place(run_dir, [data, spec, recipe_file, weights])
     sets = " ".join(f"--set {o}" for o in overrides)
     spec_note = f"resolved by ghostspec train from {spec}{' ' + sets if sets else ''}"
     recipe_note = f"resolved by ghostspec train from {recipe_file}" + (
@@ -249,8 +253,10 @@ def _prepare_resume(
     if strategy is not None:
         recipe_obj = recipe_obj.model_copy(update={"strategy": strategy})
     size = input_size(spec_obj, recipe_obj)
-    plan = pipeline.plan(run.folder.spec, input_size=size)
+    located = size_source(recipe_obj, recipe_doc, recipe_file)
+    plan = pipeline.plan(run.folder.spec, input_size=size, size_from=located)
     root = Path(data) if data is not None else Path(state.data)
+    check_run_place(path, [root])
     images = discover(root, val_split=state.val_split, seed=recipe_obj.seed)
     if tuple(images.classes) != run.classes:
         raise input_error(
