@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 def model_metadata(setup: Setup) -> ModelMetadata:
     """What best.keras, last.keras and deploy.keras record besides their weights."""
+    from ghostspec.data.splits import validation_record
     from ghostspec.keras.modelfile import ModelMetadata
 
     s = setup
@@ -33,6 +34,7 @@ def model_metadata(setup: Setup) -> ModelMetadata:
         input_size=s.size,
         crop_pct=float(s.recipe.eval.crop_pct),
         spec=s.spec_text,
+        validation=validation_record(s.images, s.val_split, s.recipe.seed),
     )
 
 
