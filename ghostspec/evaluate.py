@@ -240,8 +240,8 @@ def evaluate(
     samples = folder.splits[split]
     if not samples:
         raise _error(folder.root, f"the {split} split holds no images")
-    if confusion is not None:  # an image reached through a symlink or a hard link is an input too
-        check_not_an_input(confusion, [s.path for s in samples])
+    if confusion is not None:  # every image of the folder, by inode: a hard link is one too
+        check_not_an_input(confusion, [s.path for split in folder.splits.values() for s in split])
     checked = check_samples(samples, strict=strict)  # before loading the model: fail early
     loaded = load_source(source, weights=weights, overrides=overrides)
     outputs = _output_classes(loaded.model, source)
