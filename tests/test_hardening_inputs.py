@@ -204,7 +204,7 @@ def test_tf_config_is_validated_as_a_document(
         assert cli.run(argv) == 2, config
         assert time.monotonic() - start < 10  # refused before TensorFlow starts
         err = error_text(capsys)
-        assert f"TF_CONFIG:1:" in err or "TF_CONFIG: error" in err, err
+        assert "TF_CONFIG:1:" in err or "TF_CONFIG: error" in err, err
         assert f"error: {path}: " in err and words in err, err
         assert "Traceback" not in err
         assert not run.exists()
