@@ -86,12 +86,13 @@ def predict(
     model: str | Path,
     images: str | Path | list[str | Path] | tuple[str | Path, ...],
     *,
-    top_k: int = 5,
+    top_k: int | None = None,
     batch: int = 32,
 ) -> list[dict[str, Any]]:
     """Top-k classes of images (files, folders, globs) with a run folder, a .keras file or a
     .tflite or .onnx exported by ghostspec: one record per readable image, the same as
-    `ghostspec predict --format json` prints. Unreadable files are logged and skipped."""
+    `ghostspec predict --format json` prints (`top_k` None: 5, or all classes when fewer).
+    Unreadable files are logged and skipped."""
     from ghostspec.predictor import predict as _predict
 
     result = _predict(model, images, top_k=top_k, batch=batch)

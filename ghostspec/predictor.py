@@ -187,8 +187,9 @@ def model_inputs(model: str | Path) -> tuple[Path, ...]:
     return (path, sidecar_path(path))
 
 
-def load_model(model: str | Path, top_k: int) -> ResolvedModel:
-    """The model, checked to end in class scores with at least `top_k` classes."""
+def load_model(model: str | Path, top_k: int | None = None) -> tuple[ResolvedModel, int]:
+    """The model, checked to end in class scores with at least `top_k` classes, and the k to
+    use (`top_k`, or DEFAULT_TOP_K capped by the classes when it is None)."""
     check_model_argument(model)
     resolved = resolve(model)
     if resolved.outputs is None:
@@ -197,13 +198,15 @@ def load_model(model: str | Path, top_k: int) -> ResolvedModel:
             "the model does not end in class scores (it is a backbone), so it predicts no classes",
             "predict with a classifier (a spec with include_top: true, trained)",
         )
+    if top_k is None:
+        return resolved, min(DEFAULT_TOP_K, resolved.outputs)
     if top_k > resolved.outputs:
         raise _error(
             "--top-k",
             f"{top_k} is more than the model's {resolved.outputs} classes",
             f"use --top-k {resolved.outputs} or less",
         )
-    return resolved
+    return resolved, top_k
 
 
 # predicting -----------------------------------------------------------------------------------
@@ -304,17 +307,18 @@ def predict(
     model: str | Path,
     images: str | Path | Iterable[str | Path],
     *,
-    top_k: int = DEFAULT_TOP_K,
+    top_k: int | None = None,
     batch: int = DEFAULT_BATCH,
 ) -> Predictions:
     """Top-k classes of image files, folders or globs with a run folder, .keras, .tflite or
-    .onnx model. Unreadable files are logged as warnings and skipped."""
-    if top_k < 1:
+    .onnx model (`top_k` None: 5, or every class of a model with fewer). Unreadable files are
+    logged as warnings and skipped."""
+    if top_k is not None and top_k < 1:
         raise _error("--top-k", f"{top_k} is not a positive count", "e.g. --top-k 5")
     arguments = [images] if isinstance(images, str | Path) else list(images)
     found = collect_images(arguments)
-    resolved = load_model(model, top_k)
-    result = predict_images(resolved, found, top_k=top_k, batch=batch)
+    resolved, k = load_model(model, top_k)
+    result = predict_images(resolved, found, top_k=k, batch=batch)
     for problem in (*found.problems, *result.skipped):
         log.warning("%s", problem.render())
     return result

@@ -234,7 +234,9 @@ def _add_predict(
     )
     p.add_argument("model", metavar="MODEL", help="RUN_DIR, MODEL.keras, .tflite or .onnx")
     p.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB", help="folders are walked")
-    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per image (5)")
+    p.add_argument(
+        "--top-k", type=int, metavar="K", help="classes per image (5, or all when fewer)"
+    )
     p.add_argument(
         "--format",
         choices=["table", "json", "csv"],

@@ -18,7 +18,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ghostspec.files import check_output, write_with
 
     for flag, value in (("--top-k", args.top_k), ("--batch", args.batch)):
-        if value < 1:
+        if value is not None and value < 1:
             raise SpecError([Diagnostic(file=flag, message=f"{value}: must be at least 1")])
     fmt = predictor.output_format(args.format, args.output)
     predictor.check_model_argument(args.model)  # before the images are walked
@@ -33,12 +33,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             what=f"{fmt} output",
             folders=(*images.folders, *run_folder),
         )
-    model = predictor.load_model(args.model, args.top_k)
+    model, top_k = predictor.load_model(args.model, args.top_k)
     for problem in images.problems:
         print(problem.render(), file=sys.stderr)
     with _progress_bar(len(images.files), args.progress) as advance:
         result = predictor.predict_images(
-            model, images, top_k=args.top_k, batch=args.batch, progress=advance
+            model, images, top_k=top_k, batch=args.batch, progress=advance
         )
     for problem in result.skipped:
         print(problem.render(), file=sys.stderr)
@@ -49,7 +49,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         data = (text + "\n").encode("utf-8", "surrogateescape")  # file names as they were
         write_with(target, lambda temp: _write(temp, data))
-        print(f"wrote {target} ({len(result.records)} images, top-{args.top_k} each)")
+        print(f"wrote {target} ({len(result.records)} images, top-{top_k} each)")
     skipped = len(result.skipped) + len(images.problems)
     skipped_text = f"; {skipped} unreadable skipped (named above)" if skipped else ""
     print(
