@@ -178,7 +178,7 @@ def test_outputs_in_csv_and_table_and_skipped_files_are_named(
     assert code == 0, err
     rows = target.read_text().splitlines()
     assert rows[0] == "image,rank,class,index,probability" and len(rows) == 1 + 8 * 2
-    assert "broken.png" in err and "1 unreadable skipped" in out
+    assert "broken.png" in err and "1 skipped" in out
     code, out, _ = _cli("predict", str(run), str(images / "circle_0024.jpg"), "--top-k", "1")
     assert code == 0 and out.splitlines()[0].split() == ["image", "top-1"]
 

@@ -51,10 +51,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         write_with(target, lambda temp: _write(temp, data))
         print(f"wrote {target} ({len(result.records)} images, top-{top_k} each)")
     skipped = len(result.skipped) + len(images.problems)
-    skipped_text = f"; {skipped} unreadable skipped (named above)" if skipped else ""
+    skipped_text = f"; {skipped} skipped (named above)" if skipped else ""
+    count = len(result.records)
     print(
-        f"predicted {len(result.records)} images with {result.model} in {result.seconds:.2f} s "
-        f"({result.rate:.0f} images/s){skipped_text}",
+        f"predicted {count} image{'s' if count != 1 else ''} with {result.model} in "
+        f"{result.seconds:.2f} s ({result.rate:.0f} images/s){skipped_text}",
         file=notes,
     )
     return EXIT_OK

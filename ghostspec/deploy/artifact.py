@@ -15,16 +15,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import PathLike, check_output, read_regular_file, write_text
-
-if TYPE_CHECKING:
-    from ghostspec.deploy.export import Preprocessing
 
 ONNX_KEY = "ghostspec"  # the metadata_props key of an ONNX artifact
 SIDECAR_SUFFIX = ".json"
@@ -76,11 +73,13 @@ def artifact_metadata(
     to: str,
     quantize: str,
     image: tuple[int, int, int],
-    pre: Preprocessing,
+    pre: Any,
     classes: tuple[str, ...] | None,
     name: str | None,
 ) -> ArtifactMetadata:
-    """What an artifact of `model` (at `image`: H, W, C) needs to be run on images by itself."""
+    """What an artifact of `model` (at `image`: H, W, C) needs to be run on images by itself;
+    `pre` is export's Preprocessing (mean, std, crop_pct), untyped here to keep deploy/export
+    the only one of the two that imports the other."""
     from ghostspec.data.scoring import is_probability_model
 
     return ArtifactMetadata.model_validate(
