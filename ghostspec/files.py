@@ -201,13 +201,14 @@ def check_output(
     inputs: Iterable[PathLike | None] = (),
     suffixes: tuple[str, ...] = (),
     what: str = "output file",
+    folders: Iterable[PathLike | None] = (),
 ) -> Path:
     """The output file `target`, checked before any work: its suffix (case-insensitive), its
     folder, that it is not a folder or a device, that it is none of `inputs` (the same file
     under any name: symlinks and hard links compare equal) and that it lies inside none of the
-    folders among `inputs` (see `check_not_an_input`). Raises SpecError."""
+    folders among `inputs` and `folders` (see `check_not_an_input`). Raises SpecError."""
     path = Path(target)
-    _check_not_an_input(path, inputs)
+    _check_not_an_input(path, [*inputs, *folders])
     if suffixes and path.suffix.lower() not in suffixes:
         names = " or ".join(suffixes)
         raise _refuse(
