@@ -402,5 +402,5 @@ def test_a_built_ghostnetv3_exports(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     text = capsys.readouterr().out
     assert "parity with Keras" in text and out.is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "m.tflite", "v3.yaml"]
-    os.remove(out)
+    written = ["m.keras", "m.tflite", "m.tflite.json", "v3.yaml"]  # .json: predict's metadata
+    assert sorted(p.name for p in tmp_path.iterdir()) == written
