@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.language.fmt import resolved_spec_text
 from ghostspec.language.source import Document, load_document
 from ghostspec.language.spec import Spec
 from ghostspec.plan.fuse import fuse_plan
@@ -33,7 +34,6 @@ from ghostspec.train.run import (
     create_run_folder,
     open_run,
     resolved_recipe_text,
-    resolved_spec_text,
     save_state,
     write_inputs,
 )
