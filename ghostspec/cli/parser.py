@@ -85,11 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "export",
-        help="write a deployable artifact (SavedModel, TFLite, ONNX), parity-checked",
+        help="write a deployable artifact (SavedModel, TFLite, ONNX, keras-hub preset), "
+        "parity-checked",
         parents=[verbose],
     )
     p.add_argument("source", metavar="SPEC|MODEL.keras|RUN_DIR")
-    p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx"])
+    p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx", "keras-hub"])
     p.add_argument(
         "-o", "--output", metavar="PATH", help="default: named after the model (or the run)"
     )

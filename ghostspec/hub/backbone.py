@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from keras_hub.models import FeaturePyramidBackbone
 
 from ghostspec.diagnostics import Diagnostic, SpecError
@@ -134,8 +135,8 @@ class GhostNetBackbone(FeaturePyramidBackbone):
         overrides: `--set`-style overrides (`["width=0.5"]`), applied to the spec.
         image_shape: the input shape in `data_format`'s order; None: the spec's.
         data_format: "channels_last" or "channels_first"; None: Keras' setting.
-        weights: a reference state dict (timm / Huawei layout) to load; a classifier's
-            checkpoint loads with its head skipped.
+        weights: a reference state dict (timm / Huawei layout; a file or a mapping) to load;
+            a classifier's checkpoint loads with its head skipped.
         dtype: the dtype policy of every layer (e.g. "mixed_float16").
     """
 
@@ -145,7 +146,7 @@ class GhostNetBackbone(FeaturePyramidBackbone):
         overrides: Sequence[str] = (),
         image_shape: Sequence[int | None] | None = None,
         data_format: str | None = None,
-        weights: str | Path | None = None,
+        weights: str | Path | Mapping[str, np.ndarray] | None = None,
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
