@@ -2,7 +2,7 @@
 layer names became legal on every backend (reference names with dots, `blocks.1.0.ghost1...`).
 
 Run it with a ghostspec from before that change on the path, for example a checkout of commit
-5f5b7c1:  PYTHONPATH=/path/to/old/checkout KERAS_BACKEND=tensorflow python tools/make_legacy_keras.py
+5f5b7c1: PYTHONPATH=/old/checkout KERAS_BACKEND=tensorflow python tools/make_legacy_keras.py
 It also writes legacy_dotted_v2.npz: the model's reference state dict (prefixed `state/`), an input
 and the model's output on it, so tests can check that the old file still loads with equal outputs
 and that its weights map to the reference names.

@@ -141,7 +141,8 @@ def owners(model: keras.Model, plan: Plan) -> dict[str, list[str]]:
     names = [n.name for n in plan.nodes]
     stem = next((n.name for n in plan.nodes if n.kind == "stem"), None)
     head = next((n.name for n in plan.nodes if n.kind == "head"), None)
-    outputs = {layer_name(tap.name) for tap in getattr(plan, "features", ())}  # a backbone's named maps
+    # a backbone's named maps
+    outputs = {layer_name(tap.name) for tap in getattr(plan, "features", ())}
     owned: dict[str, list[str]] = {name: [] for name in names}
     for layer in model.layers:
         if layer.__class__.__name__ == "InputLayer" or layer.name in outputs:

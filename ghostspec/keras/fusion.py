@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.plan.fuse import fuse_plan
 from ghostspec.keras.weights import reference_layer
+from ghostspec.plan.fuse import fuse_plan
 from ghostspec.plan.ir import (
     BatchNorm,
     Bottleneck,
