@@ -50,6 +50,7 @@ from ghostspec.files import (
     scratch_environment_tempdir,
     write_error,
 )
+from ghostspec.needs import require_tensorflow
 from ghostspec.plan.fuse import fuse_plan
 from ghostspec.plan.ir import IMAGENET_MEAN, IMAGENET_STD, Plan, reference_name
 from ghostspec.plan.memory import (
@@ -491,6 +492,7 @@ def export(
     covers the fusion too). `memory` sizes the parity check (`plan_memory`); without it the
     models' own shapes do, and an export that cannot fit in the memory available is refused
     (SpecError) before anything is allocated. Raises ExportFault."""
+    require_tensorflow(f"export to {to}")
     pre = preprocessing or Preprocessing()
     channels = int(model.inputs[0].shape[-1])
     image = (input_size[0], input_size[1], channels)
