@@ -230,7 +230,14 @@ def _output_count(model: Any) -> int | None:
 
 
 def keras_runner(model: Any) -> Runner:
-    """A Keras model in inference mode, traced once, as a function of float32 batches."""
+    """A Keras model in inference mode, as a function of float32 batches: traced once on
+    TensorFlow, called as it is on the other backends."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: np.asarray(
+            keras.ops.convert_to_numpy(model(x, training=False)), np.float32
+        )
     import tensorflow as tf
 
     step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
