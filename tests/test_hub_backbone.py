@@ -1,9 +1,9 @@
 """keras-hub's own test battery for vision backbones, run on GhostNetBackbone exactly as
 keras-hub's backbone tests call it (resnet_backbone_test.py, mobilenet_backbone_test.py), on the
-backend KERAS_BACKEND names (each backend in its own process):
+backend of the run (conftest's `--backend`, else KERAS_BACKEND; each backend in its own process):
 
     for b in tensorflow jax torch; do
-        KERAS_BACKEND=$b python -m pytest tests/test_hub_backbone.py tests/test_hub_tasks.py
+        python -m pytest --backend $b tests/test_hub_backbone.py tests/test_hub_tasks.py
     done
 
 The battery checks the config round trip, eager and compiled predict, tf.data predict, the name,
@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("keras_hub")
+pytestmark = pytest.mark.backend_neutral  # conftest: every backend runs these
 
 from keras import ops
 from keras_hub.src.tests import test_case

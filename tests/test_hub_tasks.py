@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 keras_hub = pytest.importorskip("keras_hub")
+pytestmark = pytest.mark.backend_neutral  # conftest: every backend runs these
 
 import keras  # noqa: E402
 from test_hub_backbone import TINY  # noqa: E402

@@ -157,7 +157,7 @@ class GhostNetBackbone(FeaturePyramidBackbone):
         plan = backbone_plan(resolved)
         levels = pyramid_levels(plan)
         with keras_defaults(dtype, data_format):
-            graph = build_model(plan)
+            graph = build_model(plan, data_format)
         outputs = list(graph.outputs)
         super().__init__(inputs=graph.inputs[0], outputs=outputs[-1], dtype=dtype, **kwargs)
         if weights is not None:

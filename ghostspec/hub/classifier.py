@@ -22,7 +22,7 @@ from keras_hub.models import ImageClassifier, ImageClassifierPreprocessor, Task
 
 from ghostspec.hub.backbone import PACKAGE, GhostNetBackbone, keras_defaults, load_spec
 from ghostspec.keras import blocks
-from ghostspec.keras.weights import to_keras
+from ghostspec.keras.weights import reference_layer, to_keras
 from ghostspec.plan import pipeline
 from ghostspec.plan.ir import Classifier, Head, Plan
 
@@ -140,7 +140,7 @@ class GhostNetImageClassifier(ImageClassifier):
         backbone loads the rest (`GhostNetBackbone(..., weights=)`)."""
         for node in head_nodes(self.head_plan):
             for layer in node.layers():
-                target = self.get_layer(layer.name)
+                target = reference_layer(self, layer.name)
                 for tensor in layer.tensors():
                     kind = tensor.name.rsplit(".", 1)[1]
                     attribute, value = to_keras(layer, kind, np.asarray(state[tensor.name]))

@@ -65,9 +65,9 @@ def classifier_from_model_file(source: str | Path) -> GhostNetImageClassifier:
 def _check_parity(reference: object, classifier: GhostNetImageClassifier, path: Path) -> None:
     h, w, c = classifier.backbone.plan.input_shape
     images = np.random.default_rng(0).normal(size=(2, h or 64, w or 64, c)).astype("float32")
-    if classifier.backbone.data_format == "channels_first":
-        images = images.transpose(0, 3, 1, 2)
     want = np.asarray(reference(images, training=False))  # type: ignore[operator]
+    if classifier.backbone.data_format == "channels_first":  # the saved model's is channels-last
+        images = images.transpose(0, 3, 1, 2)
     got = np.asarray(classifier(images, training=False))
     worst = float(np.max(np.abs(want - got)))
     if not worst <= TOLERANCE:
