@@ -16,12 +16,13 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("keras_hub")
-pytestmark = pytest.mark.backend_neutral  # conftest: every backend runs these
 
 from keras import ops
 from keras_hub.src.tests import test_case
 
 from ghostspec.hub import GhostNetBackbone
+
+pytestmark = pytest.mark.backend_neutral  # conftest: every backend runs these
 
 # Five stride-2 steps, so the pyramid has P1..P5 at 64x64 input: 32, 16, 8, 4, 2.
 TINY = """\

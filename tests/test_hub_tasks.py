@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 keras_hub = pytest.importorskip("keras_hub")
-pytestmark = pytest.mark.backend_neutral  # conftest: every backend runs these
 
 import keras  # noqa: E402
 from test_hub_backbone import TINY  # noqa: E402
@@ -27,6 +26,8 @@ from ghostspec.hub import GhostNetBackbone, GhostNetImageClassifier, export_pres
 from ghostspec.keras.modelfile import ModelMetadata, save_model_file  # noqa: E402
 from ghostspec.keras.weights import export_state_dict  # noqa: E402
 from ghostspec.language.fmt import resolved_spec_text  # noqa: E402
+
+pytestmark = pytest.mark.backend_neutral  # conftest: every backend runs these
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SIZE = 64
