@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from ghostspec.deploy.source import RUN_HINT, saved_source
@@ -65,10 +66,10 @@ def classifier_from_model_file(source: str | Path) -> GhostNetImageClassifier:
 def _check_parity(reference: object, classifier: GhostNetImageClassifier, path: Path) -> None:
     h, w, c = classifier.backbone.plan.input_shape
     images = np.random.default_rng(0).normal(size=(2, h or 64, w or 64, c)).astype("float32")
-    want = np.asarray(reference(images, training=False))  # type: ignore[operator]
+    want = keras.ops.convert_to_numpy(reference(images, training=False))  # type: ignore[operator]
     if classifier.backbone.data_format == "channels_first":  # the saved model's is channels-last
         images = images.transpose(0, 3, 1, 2)
-    got = np.asarray(classifier(images, training=False))
+    got = keras.ops.convert_to_numpy(classifier(images, training=False))
     worst = float(np.max(np.abs(want - got)))
     if not worst <= TOLERANCE:
         raise RuntimeError(f"{path}: the keras-hub classifier differs from the model by {worst}")
