@@ -73,14 +73,13 @@ def load_keras_file(path: Path) -> tuple[Any, ModelMetadata | None]:
     return loaded.model, loaded.metadata
 
 
-def _read_classes_txt(path: Path) -> tuple[str, ...] | None:
-    from ghostspec.files import read_regular_file
+def _read_classes(run: Path) -> tuple[str, ...] | None:
+    """A run folder's class list (classes.json, or classes.txt of earlier runs), if any."""
+    from ghostspec.data.classnames import class_names_file, read_class_names
 
-    if not path.is_file():
+    if class_names_file(run) is None:
         return None
-    text = read_regular_file(path, 16 * 2**20, "class list").decode("utf-8", "replace")
-    names = tuple(line.strip() for line in text.splitlines() if line.strip())
-    return names or None
+    return read_class_names(run) or None
 
 
 def _static_size(model: Any, file: Path) -> tuple[int, int] | None:
@@ -116,7 +115,7 @@ def load_source(
                     "is not a run folder: it has no best.keras",
                     "pass a run folder written by `ghostspec train`, a .keras file or a spec",
                 )
-            classes_txt = _read_classes_txt(path / "classes.txt")
+            classes_txt = _read_classes(path)
         else:
             model_file = path
         model, meta = load_keras_file(model_file)

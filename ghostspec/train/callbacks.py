@@ -107,9 +107,10 @@ def save_checkpoint(model: keras.Model, target: Path) -> None:
 
 
 class NonFiniteLoss(Exception):
-    """The training loss became NaN or infinite at `step` (1-based) of epoch `epoch` (1-based)."""
+    """The loss became NaN or infinite in epoch `epoch` (1-based): the training loss at `step`
+    (1-based), or the validation loss after the epoch (`step` None)."""
 
-    def __init__(self, epoch: int, step: int, value: float) -> None:
+    def __init__(self, epoch: int, step: int | None, value: float) -> None:
         super().__init__(f"non-finite loss {value} at epoch {epoch}, step {step}")
         self.epoch, self.step, self.value = epoch, step, value
 
@@ -331,6 +332,9 @@ class RunKeeper(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = {k: float(v) for k, v in (logs or {}).items()}
+        for key in ("loss", "val_loss"):  # nothing of an epoch whose weights broke is kept
+            if key in logs and not math.isfinite(logs[key]):
+                raise NonFiniteLoss(epoch + 1, None, logs[key])
         state = self.state
         row: dict[str, float] = {
             "epoch": epoch + 1,

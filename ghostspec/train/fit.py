@@ -176,6 +176,9 @@ def _diverged(setup: Setup, bad: NonFiniteLoss, steps: int, saved: int, rate: fl
                 message=(
                     f"the training loss became {value} at epoch {bad.epoch}, step {bad.step} of "
                     f"{steps}; training stopped"
+                    if bad.step is not None
+                    else f"the validation loss became {value} after epoch {bad.epoch} (the "
+                    "weights are no longer finite); training stopped"
                 ),
                 hint=(
                     f"the learning rate is most likely too high ({rate:.3g} at that step): "

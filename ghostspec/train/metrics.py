@@ -37,7 +37,7 @@ Row = Mapping[str, float]
 
 
 def columns(history: Sequence[Row]) -> tuple[str, ...]:
-    names = COLUMNS
+    names: tuple[str, ...] = COLUMNS
     if any(DISTILL_COLUMN in row for row in history):
         at = COLUMNS.index("loss") + 1
         names = (*COLUMNS[:at], DISTILL_COLUMN, *COLUMNS[at:])
