@@ -328,6 +328,7 @@ class _Session:
             populate,
             lock=s.writer_dir is None,
         )
+        self.folder, self.state = folder, state  # from here an interrupt leaves a run
         return folder, state
 
     def _fit(
