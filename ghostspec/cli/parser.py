@@ -219,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", metavar="RUN_DIR", help="default: runs/<spec name>-<n>")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last epoch")
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: continue although the image folder changed (metrics.csv notes it)",
+    )
     p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
     _add_overrides(p)
     return parser
