@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 import struct
@@ -41,9 +42,31 @@ def write_error(target: PathLike, err: OSError) -> SpecError:
         errno.EPERM: "the file may be immutable or protected (see lsattr / chattr -i); "
         "or write elsewhere",
         errno.EROFS: "the file system is read-only; write somewhere else",
+        errno.EFBIG: "the file is larger than the size limit of this process or file system "
+        "(ulimit -f); raise the limit or write somewhere else",
     }
     hint = hints.get(err.errno or 0, "check the path and its folder, or write elsewhere")
     return _refuse(target, f"cannot write: {reason}; nothing was changed", hint)
+
+
+def library_write_error(err: BaseException) -> OSError | None:
+    """The OSError behind a library's failed write, or None when `err` is not one.
+
+    h5py (Keras' weights files) reports a full disk or a size limit as a RuntimeError whose
+    text carries the errno ("... file write failed: ..., errno = 28, error message = 'No
+    space left on device' ..."); the writers below turn it back into the OSError it was."""
+    if isinstance(err, OSError):
+        return err
+    if not isinstance(err, RuntimeError):
+        return None
+    found = re.search(r"errno = (\d+)", str(err))
+    code = 0 if found is None else int(found.group(1))
+    if code not in _WRITE_FAILURES:
+        return None
+    return OSError(code, os.strerror(code))
+
+
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
 # ------------------------------------------------------------------------------ output checks
@@ -329,8 +352,11 @@ def atomic_path(target: PathLike, *, inputs: Iterable[PathLike | None] = ()) -> 
                 info = real.stat()
                 os.chown(temp, info.st_uid, info.st_gid)
             os.replace(temp, real)
-        except OSError as err:
-            raise write_error(shown, err) from None
+        except (OSError, RuntimeError) as err:
+            failure = library_write_error(err)
+            if failure is None:
+                raise
+            raise write_error(shown, failure) from None
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
@@ -367,6 +393,44 @@ def atomic_directory(target: PathLike, *, inputs: Iterable[PathLike | None] = ()
         shutil.rmtree(temp, ignore_errors=True)
 
 
+# The names of the temporaries above: `atomic_path` writes `.<target name>.<8 random
+# characters>.tmp<suffix>` beside the target (a writer that needs its own ending appends it, as
+# Keras' `.weights.h5`), `atomic_directory` `.<target name>.<8>.tmp`, `scratch_tempdir`
+# `.ghostspec-scratch.<8>`. A process killed while writing leaves them; `stale_temporaries`
+# finds exactly these (tempfile's 8 characters are a-z, 0-9 and _).
+_RANDOM = r"[a-z0-9_]{8}"
+SCRATCH_PREFIX = ".ghostspec-scratch."
+
+
+def stale_temporaries(folder: PathLike, is_target: Callable[[str], bool]) -> list[Path]:
+    """The temporaries the writers above leave in `folder` when a process is killed while
+    writing a file whose name `is_target` accepts, and their scratch folders: nothing else.
+    Only safe to remove while no other process writes `folder` (the caller holds its lock)."""
+    own = re.compile(rf"\.(.+)\.{_RANDOM}\.tmp(?:\.[a-z0-9]+)?(?:\.weights\.h5)?")
+    scratch = re.compile(rf"{re.escape(SCRATCH_PREFIX)}{_RANDOM}")
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries]
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        match = own.fullmatch(name)
+        if scratch.fullmatch(name) or (match is not None and is_target(match.group(1))):
+            found.append(Path(folder) / name)
+    return sorted(found)
+
+
+def remove_paths(paths: Iterable[Path]) -> None:
+    """Remove files and folders, quietly skipping what is gone or cannot be removed."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 @contextlib.contextmanager
 def scratch_tempdir(beside: PathLike) -> Iterator[Path]:
     """Point Python's temporary files at a private folder beside `beside` while a library
@@ -374,7 +438,7 @@ def scratch_tempdir(beside: PathLike) -> Iterator[Path]:
     when the library fails half-way."""
     parent = Path(beside).parent if str(Path(beside).parent) else Path(".")
     try:
-        scratch = Path(tempfile.mkdtemp(prefix=".ghostspec-scratch.", dir=parent))
+        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
     except OSError as err:
         raise write_error(beside, err) from None
     previous = tempfile.tempdir

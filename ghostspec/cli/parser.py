@@ -85,11 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "export",
-        help="write a deployable artifact (SavedModel, TFLite, ONNX), parity-checked",
+        help="write a deployable artifact (SavedModel, TFLite, ONNX, keras-hub preset), "
+        "parity-checked",
         parents=[verbose],
     )
     p.add_argument("source", metavar="SPEC|MODEL.keras|RUN_DIR")
-    p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx"])
+    p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx", "keras-hub"])
     p.add_argument(
         "-o", "--output", metavar="PATH", help="default: named after the model (or the run)"
     )
@@ -223,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", metavar="RUN_DIR", help="default: runs/<spec name>-<n>")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last epoch")
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: continue although the image folder changed (metrics.csv notes it)",
+    )
     p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
     _add_overrides(p)
     return parser

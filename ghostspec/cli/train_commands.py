@@ -29,6 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             weights=args.weights,
             strategy=args.strategy,
             devices=[d.strip() for d in (args.devices or "").split(",") if d.strip()],
+            allow_data_change=args.allow_data_change,
         )
     except Interrupted as stop:
         terminated = isinstance(stop.signal, Terminated)

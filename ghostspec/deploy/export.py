@@ -53,8 +53,9 @@ from ghostspec.files import (
     scratch_environment_tempdir,
     write_error,
 )
+from ghostspec.needs import require_tensorflow
 from ghostspec.plan.fuse import fuse_plan
-from ghostspec.plan.ir import IMAGENET_MEAN, IMAGENET_STD, Plan
+from ghostspec.plan.ir import IMAGENET_MEAN, IMAGENET_STD, Plan, reference_name
 from ghostspec.plan.memory import (
     USABLE_FRACTION,
     ExportMemory,
@@ -433,7 +434,7 @@ def model_footprint(model: Any, image: tuple[int, int, int]) -> Footprint:
     groups: list[int] = []
     last = None
     for layer, size in zip(layers, sizes, strict=False):
-        name = re.match(r"blocks\.\d+\.\d+|[^.]+", layer.name)
+        name = re.match(r"blocks\.\d+\.\d+|[^.]+", reference_name(layer.name))
         key = name.group(0) if name else layer.name
         if key == last:
             groups[-1] += size
@@ -500,6 +501,7 @@ def export(
     models' own shapes do, and an export that cannot fit in the memory available is refused
     (SpecError) before anything is allocated. TFLite and ONNX carry `classes`, `name` and the
     preprocessing (`ghostspec.deploy.artifact`). Raises ExportFault."""
+    require_tensorflow(f"export to {to}")
     pre = preprocessing or Preprocessing()
     channels = int(model.inputs[0].shape[-1])
     image = (input_size[0], input_size[1], channels)

@@ -1,6 +1,6 @@
 """What model is this? The one answer for evaluate, export, predict and profile.
 
-`resolve` takes a run folder (its best.keras and classes.txt), a .keras file (with ghostspec's
+`resolve` takes a run folder (its best.keras and class list), a .keras file (with ghostspec's
 metadata: `ghostspec.keras.modelfile.ModelMetadata`), a spec with weights, or a .tflite or .onnx
 file exported by ghostspec (with the metadata export writes: `ghostspec.deploy.artifact`), and
 returns one value, a `ResolvedModel`: a function of float32 batches, the class names, the
@@ -117,14 +117,13 @@ def default_stem(saved: SavedSource) -> str | None:
 
 
 def _classes_txt(run: Path | None) -> tuple[str, ...] | None:
-    """A run folder's classes.txt, for a best.keras whose metadata names no classes."""
-    from ghostspec.files import read_regular_file
+    """A run folder's class list (classes.json, or classes.txt of earlier runs), for a
+    best.keras whose metadata names no classes."""
+    from ghostspec.data.classnames import class_names_file, read_class_names
 
-    path = None if run is None else run / "classes.txt"
-    if path is None or not path.is_file():
+    if run is None or class_names_file(run) is None:
         return None
-    text = read_regular_file(path, 16 * 2**20, "class list").decode("utf-8", "replace")
-    return tuple(line.strip() for line in text.splitlines() if line.strip()) or None
+    return read_class_names(run) or None
 
 
 def load_saved(saved: SavedSource, *, fuse: bool) -> SavedModel:
@@ -236,7 +235,14 @@ def _output_count(model: Any) -> int | None:
 
 
 def keras_runner(model: Any) -> Runner:
-    """A Keras model in inference mode, traced once, as a function of float32 batches."""
+    """A Keras model in inference mode, as a function of float32 batches: traced once on
+    TensorFlow, called as it is on the other backends."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: np.asarray(
+            keras.ops.convert_to_numpy(model(x, training=False)), np.float32
+        )
     import tensorflow as tf
 
     step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)

@@ -106,6 +106,9 @@ def _tighten_nested_lists(text: str) -> str:
     return "\n".join(out)
 
 
+# ------------------------------------------------------------------------ the resolved spec
+
+
 def _block(block: dict[str, Any]) -> Any:
     """A block as a compact row when it has nothing but the five columns, else a mapping of its
     set fields."""
@@ -117,8 +120,8 @@ def _block(block: dict[str, Any]) -> Any:
 
 def resolved_spec_text(spec: Spec, note: str) -> str:
     """The validated spec as YAML with every default written out, valid on its own: a run's
-    spec.yaml, and the spec a .keras file's metadata carries (`build`, `train`), so that the
-    model can be fused and exported from the file alone."""
+    `spec.yaml`, the `.keras` metadata's spec (`build`, `train`: the model can be fused and
+    exported from the file alone) and a keras-hub backbone's config carry it."""
     data = spec.model_dump(mode="json")
     data["stages"] = [[_block(b) for b in stage] for stage in data["stages"]]
     return f"# {note}\n" + format_text(dump_yaml(data), "spec.yaml")

@@ -12,7 +12,7 @@ import numpy as np
 
 from ghostspec.plan.fuse import fuse_plan
 from ghostspec.train.outcome import Echo, RunResult
-from ghostspec.train.run import RunFolder, RunState
+from ghostspec.train.run import RunFolder, RunState, save_state
 
 if TYPE_CHECKING:
     from keras import Model
@@ -46,9 +46,12 @@ def finish_run(
     metadata: ModelMetadata,
     echo: Echo,
 ) -> RunResult:
-    """The run's last files written and reported; a worker's own copy of the folder removed."""
+    """The run's last files written, then the state marked finished (a run is finished only
+    when every file is), and reported; a worker's own copy of the folder removed."""
     s = setup
     files = _finish_files(setup, twin, folder, metadata)
+    state.finished = True
+    save_state(folder.state_dir, state)
     best = state.best_top1
     echo(
         f"best val_top1 {best:.4f} at epoch {state.best_epoch} of {state.epoch}"
