@@ -73,11 +73,11 @@ def forms(model: Any, plan: Any) -> dict[str, Any]:
 
 
 def run(model: Any, x: Any, channels_first: bool = False) -> Any:
-    import numpy as np
+    import keras
 
     if channels_first:
-        return np.asarray(model(x.transpose(0, 3, 1, 2), training=False))
-    return np.asarray(model(x, training=False))
+        x = x.transpose(0, 3, 1, 2)
+    return keras.ops.convert_to_numpy(model(x, training=False))  # a torch tensor: detached
 
 
 def matrix(out: Path, backend: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -36,6 +37,19 @@ def pytest_configure(config: pytest.Config) -> None:
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
         raise pytest.UsageError(f"Keras was imported before --backend {backend} could apply")
     os.environ["KERAS_BACKEND"] = backend  # subprocesses the tests start inherit it too
+
+
+@pytest.fixture(autouse=True)
+def _inference_on_torch() -> Iterator[None]:
+    """On PyTorch, tests read outputs with numpy, which a tensor that needs gradients refuses:
+    the backend-neutral tests are inference, so gradients are off (as torch.no_grad)."""
+    if os.environ["KERAS_BACKEND"] != "torch":
+        yield
+        return
+    import torch
+
+    with torch.no_grad():
+        yield
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
