@@ -19,6 +19,8 @@ from ghostspec.language.reading import dump_yaml
 from ghostspec.plan.fuse import fuse_plan
 from ghostspec.plan.ir import BatchNorm, Conv, Linear, Plan, layer_name, nearest_indices
 
+pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
+
 ROOT = Path(__file__).resolve().parents[1]
 LARGE = ROOT / "specs" / "large.yaml"
 
@@ -218,8 +220,6 @@ LOAD_SCRIPT = """
 import sys
 import numpy as np
 import keras
-
-pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
 model = keras.saving.load_model(sys.argv[1])
 data = np.load(sys.argv[2])
 out = np.asarray(model(data["x"], training=False))
