@@ -33,6 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}: the test needs no TensorFlow-only feature; CI runs it on every backend",
     )
+    config.addinivalue_line("markers", "gradients: the test trains (on PyTorch: gradients on)")
     backend = config.getoption("--backend") or os.environ.get("KERAS_BACKEND") or "tensorflow"
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
         raise pytest.UsageError(f"Keras was imported before --backend {backend} could apply")
@@ -40,10 +41,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _inference_on_torch() -> Iterator[None]:
+def _inference_on_torch(request: pytest.FixtureRequest) -> Iterator[None]:
     """On PyTorch, tests read outputs with numpy, which a tensor that needs gradients refuses:
-    the backend-neutral tests are inference, so gradients are off (as torch.no_grad)."""
-    if os.environ["KERAS_BACKEND"] != "torch":
+    tests are inference there (as torch.no_grad) unless marked `gradients`."""
+    if os.environ["KERAS_BACKEND"] != "torch" or request.node.get_closest_marker("gradients"):
         yield
         return
     import torch
