@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -32,10 +33,24 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}: the test needs no TensorFlow-only feature; CI runs it on every backend",
     )
+    config.addinivalue_line("markers", "gradients: the test trains (on PyTorch: gradients on)")
     backend = config.getoption("--backend") or os.environ.get("KERAS_BACKEND") or "tensorflow"
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
         raise pytest.UsageError(f"Keras was imported before --backend {backend} could apply")
     os.environ["KERAS_BACKEND"] = backend  # subprocesses the tests start inherit it too
+
+
+@pytest.fixture(autouse=True)
+def _inference_on_torch(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On PyTorch, tests read outputs with numpy, which a tensor that needs gradients refuses:
+    tests are inference there (as torch.no_grad) unless marked `gradients`."""
+    if os.environ["KERAS_BACKEND"] != "torch" or request.node.get_closest_marker("gradients"):
+        yield
+        return
+    import torch
+
+    with torch.no_grad():
+        yield
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

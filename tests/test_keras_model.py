@@ -19,6 +19,8 @@ from ghostspec.language.reading import dump_yaml
 from ghostspec.plan.fuse import fuse_plan
 from ghostspec.plan.ir import BatchNorm, Conv, Linear, Plan, layer_name, nearest_indices
 
+pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
+
 ROOT = Path(__file__).resolve().parents[1]
 LARGE = ROOT / "specs" / "large.yaml"
 
@@ -218,8 +220,6 @@ LOAD_SCRIPT = """
 import sys
 import numpy as np
 import keras
-
-pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
 model = keras.saving.load_model(sys.argv[1])
 data = np.load(sys.argv[2])
 out = np.asarray(model(data["x"], training=False))
@@ -244,12 +244,17 @@ def test_saved_model_loads_in_a_process_without_ghostspec(tmp_path: Path) -> Non
         capture_output=True,
         text=True,
         timeout=300,
-        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+        env={
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PATH": "/usr/bin:/bin",
+            "KERAS_BACKEND": keras.backend.backend(),  # the backend that saved it
+        },
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(result.stdout.strip().splitlines()[-1]) == 0.0
 
 
+@pytest.mark.gradients
 def test_a_training_step_updates_weights_and_batch_statistics() -> None:
     model = build_model(plan_of(tiny()))
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
