@@ -44,14 +44,22 @@ class ModelSource:
 
 
 def predict(model: Any, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs and labels over a dataset of (x, y) batches, in inference mode."""
+    """Outputs and labels over a dataset of (x, y) batches, in inference mode. The model runs on
+    its backend: a tf.function on TensorFlow, Keras' compiled predict step (jit on JAX) on the
+    others, which take the batches as NumPy arrays."""
+    import keras
     import tensorflow as tf
 
-    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    if keras.backend.backend() == "tensorflow":
+        step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        batches = iter(dataset)
+    else:
+        step = model.predict_on_batch
+        batches = dataset.as_numpy_iterator()
     outputs, labels = [], []
-    for x, y in dataset:
+    for x, y in batches:
         outputs.append(np.asarray(step(x), np.float32))
-        labels.append(y.numpy())
+        labels.append(np.asarray(y))
     if not outputs:
         return np.zeros((0, 0), np.float32), np.zeros((0,), np.int32)
     return np.concatenate(outputs), np.concatenate(labels)
@@ -198,6 +206,9 @@ def evaluate(
     if not samples:
         raise _error(folder.root, f"the {split} split holds no images")
     checked = check_samples(samples, strict=strict)  # before loading the model: fail early
+    from ghostspec.diagnostics import require_tensorflow
+
+    require_tensorflow("ghostspec evaluate (its tf.data evaluation pipeline)")
     loaded = load_source(source, weights=weights, overrides=overrides)
     outputs = _output_classes(loaded.model)
     names, mapping = label_map(loaded.classes, folder.classes, outputs, folder.root)
