@@ -88,8 +88,7 @@ def require_tensorflow(what: str) -> None:
             [
                 Diagnostic(
                     file="tensorflow",
-                    message=f"{what} needs TensorFlow, which is not installed: "
-                    f"{TENSORFLOW_EXTRA}",
+                    message=f"{what} needs TensorFlow, which is not installed: {TENSORFLOW_EXTRA}",
                 )
             ]
         )

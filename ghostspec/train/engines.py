@@ -48,7 +48,7 @@ class KerasEngine:
         """Where the model, optimizer and metrics are made, and where fit runs."""
         if self.distribution is None:
             return contextlib.nullcontext()
-        return self.distribution.scope()  # type: ignore[no-any-return]
+        return self.distribution.scope()
 
     def experimental_distribute_dataset(self, dataset: Any) -> Any:
         """Keras' fit splits each batch over the devices itself."""
@@ -81,16 +81,16 @@ def _jax_devices(devices: Sequence[str]) -> list[str]:
     kinds = {d.split(":")[0].lower() for d in devices}
     available: list[str] = []
     for kind in sorted(kinds) or [""]:
-        try:
+        with contextlib.suppress(RuntimeError):  # no such platform
             available += keras.distribution.list_devices(kind or None)
-        except RuntimeError:  # no such platform
-            pass
     names = []
     for device in devices:
         wanted = device.lower().lstrip("/").removeprefix("device:")
         if wanted not in available:
             shown = ", ".join(keras.distribution.list_devices())
-            raise _problem("--devices", f"no device {device!r} on this machine", f"available: {shown}")
+            raise _problem(
+                "--devices", f"no device {device!r} on this machine", f"available: {shown}"
+            )
         names.append(wanted)
     if len(set(names)) != len(names):
         raise _problem("--devices", "a device is listed twice", "list each device once")
