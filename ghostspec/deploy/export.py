@@ -51,7 +51,7 @@ from ghostspec.files import (
     write_error,
 )
 from ghostspec.plan.fuse import fuse_plan
-from ghostspec.plan.ir import IMAGENET_MEAN, IMAGENET_STD, Plan
+from ghostspec.plan.ir import IMAGENET_MEAN, IMAGENET_STD, Plan, reference_name
 from ghostspec.plan.memory import (
     USABLE_FRACTION,
     ExportMemory,
@@ -427,7 +427,7 @@ def model_footprint(model: Any, image: tuple[int, int, int]) -> Footprint:
     groups: list[int] = []
     last = None
     for layer, size in zip(layers, sizes, strict=False):
-        name = re.match(r"blocks\.\d+\.\d+|[^.]+", layer.name)
+        name = re.match(r"blocks\.\d+\.\d+|[^.]+", reference_name(layer.name))
         key = name.group(0) if name else layer.name
         if key == last:
             groups[-1] += size
