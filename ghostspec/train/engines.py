@@ -106,14 +106,11 @@ def _data_parallel(devices: list[str]) -> KerasEngine:
     return KerasEngine(distribution, len(devices), f"DataParallel, {len(devices)} replicas")
 
 
-def make_engine(kind: str, devices: Sequence[str] = ()) -> KerasEngine:
-    """The engine for a recipe's `strategy` on JAX or PyTorch (see the module docstring).
-
-    JAX: `one` trains on one device (the one `--devices` names, else the default); `mirrored`
-    on every device `--devices` lists, by default every device of the default platform (every
-    GPU, else every CPU device XLA was given); `auto` is `mirrored` over several GPUs, else one
-    device. PyTorch: `one` and `auto` train on one device; anything else is refused."""
+def refuse(kind: str, devices: Sequence[str] = ()) -> None:
+    """SpecError when this backend cannot run the strategy (checked before anything is made)."""
     name = backend()
+    if name == "tensorflow":
+        return
     if kind == "multiworker":
         raise _problem(
             "--strategy",
@@ -121,15 +118,24 @@ def make_engine(kind: str, devices: Sequence[str] = ()) -> KerasEngine:
             f"run uses the {name} backend",
             "run it with KERAS_BACKEND=tensorflow, or train on one machine",
         )
-    if name == "torch":
-        if kind == "mirrored" or devices:
-            raise _problem(
-                "--strategy" if kind == "mirrored" else "--devices",
-                "the PyTorch backend trains on one device: Keras does not distribute PyTorch "
-                "training",
-                "drop --strategy mirrored and --devices (choose the GPU with "
-                "CUDA_VISIBLE_DEVICES), or train with KERAS_BACKEND=jax or tensorflow",
-            )
+    if name == "torch" and (kind == "mirrored" or devices):
+        raise _problem(
+            "--strategy" if kind == "mirrored" else "--devices",
+            "the PyTorch backend trains on one device: Keras does not distribute PyTorch training",
+            "drop --strategy mirrored and --devices (choose the GPU with CUDA_VISIBLE_DEVICES), "
+            "or train with KERAS_BACKEND=jax or tensorflow",
+        )
+
+
+def make_engine(kind: str, devices: Sequence[str] = ()) -> KerasEngine:
+    """The engine for a recipe's `strategy` on JAX or PyTorch (see the module docstring).
+
+    JAX: `one` trains on one device (the one `--devices` names, else the default); `mirrored`
+    on every device `--devices` lists, by default every device of the default platform (every
+    GPU, else every CPU device XLA was given); `auto` is `mirrored` over several GPUs, else one
+    device. PyTorch: `one` and `auto` train on one device; anything else is refused."""
+    refuse(kind, devices)
+    if backend() == "torch":
         return KerasEngine(None, 1, "one device")
     import keras
 
