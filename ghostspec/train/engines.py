@@ -175,6 +175,26 @@ def enable_determinism() -> None:
         torch.use_deterministic_algorithms(True)
 
 
+def epoch_seeding(seed: int) -> list[Any]:
+    """Callbacks that make a resumed epoch draw the random numbers the uninterrupted one drew.
+
+    PyTorch: Keras' Dropout without a seed draws from torch's global generator, which neither a
+    checkpoint nor the run state holds, so a resumed run would drop other units. Seeding that
+    generator from (seed, epoch) at the start of every epoch fixes its draws per epoch (a
+    resumed run repeats its interrupted epoch from the start). The other backends keep every
+    random state in Keras' seed generators, which the run state carries: no callback."""
+    if backend() != "torch":
+        return []
+    import keras
+    import torch
+
+    class TorchEpochSeed(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            torch.manual_seed(seed * 1_000_003 + epoch)
+
+    return [TorchEpochSeed()]
+
+
 @contextlib.contextmanager
 def running(strategy: Any) -> Iterator[None]:
     """The block a session trains in: a KerasEngine's distribution scope (Keras reads the

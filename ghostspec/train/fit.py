@@ -80,7 +80,10 @@ def fit_run(
     keeper.set_model(model)
     if state.epoch == 0:
         keeper.write_state()  # Ctrl-C in the first epoch leaves a run that resumes
+    from ghostspec.train.engines import epoch_seeding
+
     callbacks = [
+        *epoch_seeding(recipe.seed),  # first: before any step of the epoch draws
         clock,
         EmaValidation(inner),
         ProgressBar(clock, built.schedule, steps, recipe.epochs, stream),
