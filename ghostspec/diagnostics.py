@@ -71,24 +71,3 @@ def render_text(diagnostics: list[Diagnostic]) -> str:
 
 def render_json(diagnostics: list[Diagnostic]) -> str:
     return json.dumps([d.to_json() for d in diagnostics], indent=2)
-
-
-TENSORFLOW_EXTRA = "pip install 'ghostspec[tensorflow]'"
-
-
-def require_tensorflow(what: str) -> None:
-    """Stop with one line naming the extra to install when TensorFlow is missing (exit 2 from
-    the CLI); `what` says what needs it. Looks for the package without importing it.
-
-    (A stand-in until the `backends` branch's helper lands; one of the two goes on merging.)"""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorflow") is None:
-        raise SpecError(
-            [
-                Diagnostic(
-                    file="tensorflow",
-                    message=f"{what} needs TensorFlow, which is not installed: {TENSORFLOW_EXTRA}",
-                )
-            ]
-        )

@@ -218,6 +218,8 @@ LOAD_SCRIPT = """
 import sys
 import numpy as np
 import keras
+
+pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
 model = keras.saving.load_model(sys.argv[1])
 data = np.load(sys.argv[2])
 out = np.asarray(model(data["x"], training=False))

@@ -3,8 +3,8 @@ torch): one step of each optimizer against NumPy, a short run above chance whose
 evaluates to its best validation top-1, resume equal to an uninterrupted run, the strategies each
 backend offers, and the one-line message when TensorFlow is missing.
 
-CI runs this file once per backend, each in its own process. The data are tests/imagegen.py
-shapes (32x32, 4 classes); the runs are 2 epochs of a tiny network.
+CI runs this file once per backend, each in its own process (`pytest --backend jax`). The data
+are tests/imagegen.py shapes (32x32, 4 classes); the runs are 2 epochs of a tiny network.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from test_train import TINY
 
 from ghostspec import cli
 
+pytestmark = pytest.mark.backend_neutral  # tests/conftest.py: CI runs this file on every backend
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parents[1]
 # Measured resume tolerance per backend (max |difference| over every checkpointed array).

@@ -19,6 +19,8 @@ from ghostspec.keras.weights import export_state_dict, load_weights, read_state_
 from ghostspec.language.reading import dump_yaml
 from ghostspec.plan.ir import Plan
 
+pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SPEC: dict[str, Any] = {

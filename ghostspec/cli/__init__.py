@@ -33,6 +33,7 @@ from ghostspec.cli.exit_codes import (
     Terminated,
 )
 from ghostspec.cli.parser import build_parser
+from ghostspec.cli.predict_commands import cmd_predict
 from ghostspec.cli.spec_commands import (
     cmd_fmt,
     cmd_inspect,
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 # Commands that load TensorFlow: their terminal is kept quiet (ghostspec.quiet).
-TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile", "evaluate", "train"})
+TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile", "evaluate", "predict", "train"})
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
@@ -73,6 +74,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build,
     "export": cmd_export,
     "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
     "train": cmd_train,
 }
 

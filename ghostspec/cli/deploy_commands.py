@@ -120,6 +120,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             preprocessing=pre,
             reference_model=built,
             memory=memory,
+            classes=classes,
+            name=name,
         )
     except export.ExportFault as fault:
         print(f"ghostspec: export failed: {fault}", file=sys.stderr)

@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_overrides(p)
 
+    _add_predict(commands, verbose)
+
     p = commands.add_parser(
         "build", help="compile a spec into a Keras model file (.keras)", parents=[verbose]
     )
@@ -219,6 +221,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
     _add_overrides(p)
     return parser
+
+
+def _add_predict(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    verbose: argparse.ArgumentParser,
+) -> None:
+    p = commands.add_parser(
+        "predict",
+        help="top-k classes of images with a run folder, .keras, .tflite or .onnx model",
+        parents=[verbose],
+    )
+    p.add_argument("model", metavar="MODEL", help="RUN_DIR, MODEL.keras, .tflite or .onnx")
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB", help="folders are walked")
+    p.add_argument(
+        "--top-k", type=int, metavar="K", help="classes per image (5, or all when fewer)"
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "json", "csv"],
+        help="default: from -o's suffix (.json, .csv), else table",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (.txt, .json, .csv)")
+    p.add_argument("--batch", type=int, default=32, metavar="N", help="images per batch (32)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (default: on a terminal, for long lists)",
+    )
 
 
 def _version() -> str:

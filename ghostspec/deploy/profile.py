@@ -29,6 +29,7 @@ import numpy as np
 from ghostspec.deploy.latency import Profile, Segment, Timing, format_ms
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import check_output, write_with
+from ghostspec.needs import require_tensorflow
 from ghostspec.plan.fuse import fuse_plan
 from ghostspec.plan.ir import Node, Plan, layer_name, reference_name
 from ghostspec.plan.memory import (
@@ -246,6 +247,7 @@ def measure(
     progress: Any = None,
 ) -> Profile:
     """Profile a spec (path, registered name or Spec): build, fuse, convert, time."""
+    require_tensorflow("profile (TFLite)")
     from ghostspec.keras.build import build
     from ghostspec.keras.fusion import fuse, plan_of
 

@@ -60,7 +60,7 @@ ONES = keras.initializers.Ones()
 
 
 def channels_first() -> bool:
-    return keras.config.image_data_format() == "channels_first"
+    return str(keras.config.image_data_format()) == "channels_first"
 
 
 def channel_axis() -> int:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.needs import require_tensorflow
 
 StrategyKind = Literal["auto", "one", "mirrored", "multiworker"]
 TF_CONFIG_EXAMPLE = (
@@ -160,6 +161,7 @@ def make_strategy(
 
     if engines.backend() != "tensorflow":
         return engines.make_engine(kind, devices or ())
+    require_tensorflow("tf.distribute (--strategy)")
     import tensorflow as tf
 
     if kind == "multiworker":

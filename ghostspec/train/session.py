@@ -95,7 +95,7 @@ class _Session:
         self.stream = stream
 
     def run(self) -> RunResult:
-        from ghostspec.diagnostics import require_tensorflow
+        from ghostspec.needs import require_tensorflow
 
         # the input pipeline is tf.data on every backend (README, "Training on every backend")
         require_tensorflow("ghostspec train (its tf.data input pipeline)")
