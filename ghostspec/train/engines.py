@@ -188,7 +188,7 @@ def epoch_seeding(seed: int) -> list[Any]:
     import keras
     import torch
 
-    class TorchEpochSeed(keras.callbacks.Callback):  # type: ignore[misc]
+    class TorchEpochSeed(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             torch.manual_seed(seed * 1_000_003 + epoch)
 
