@@ -180,7 +180,7 @@ def epoch_seeding(seed: int) -> list[Any]:
 
     PyTorch: Keras' Dropout without a seed draws from torch's global generator, which neither a
     checkpoint nor the run state holds, so a resumed run would drop other units. Seeding that
-    generator from (seed, epoch) at the start of every epoch fixes its draws per epoch (a
+    generator from (seed, epoch) before every epoch's first step fixes its draws per epoch (a
     resumed run repeats its interrupted epoch from the start). The other backends keep every
     random state in Keras' seed generators, which the run state carries: no callback."""
     if backend() != "torch":
@@ -189,8 +189,19 @@ def epoch_seeding(seed: int) -> list[Any]:
     import torch
 
     class TorchEpochSeed(keras.callbacks.Callback):
+        """Seeds at the epoch's first batch, once its data is drawn: Keras' PyTorch loader
+        draws a seed from the same generator when its iterator starts (at a resumed run's
+        first epoch, but an uninterrupted run's first only)."""
+
+        epoch: int | None = None
+
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            torch.manual_seed(seed * 1_000_003 + epoch)
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            if self.epoch is not None:
+                torch.manual_seed(seed * 1_000_003 + self.epoch)
+                self.epoch = None
 
     return [TorchEpochSeed()]
 

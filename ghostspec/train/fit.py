@@ -83,7 +83,7 @@ def fit_run(
     from ghostspec.train.engines import epoch_seeding
 
     callbacks = [
-        *epoch_seeding(recipe.seed),  # first: before any step of the epoch draws
+        *epoch_seeding(recipe.seed),  # first: before any other callback of a step
         clock,
         EmaValidation(inner),
         ProgressBar(clock, built.schedule, steps, recipe.epochs, stream),
