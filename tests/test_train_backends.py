@@ -184,7 +184,7 @@ def test_training_learns_and_best_keras_evaluates_to_its_figure(
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
     best = max(float(r["val_top1"]) for r in rows)
     assert best >= 0.4, rows  # chance is 0.25
-    for name in ("spec.yaml", "recipe.yaml", "classes.txt", "best.keras", "last.keras"):
+    for name in ("spec.yaml", "recipe.yaml", "classes.json", "best.keras", "last.keras"):
         assert (trained / name).is_file(), name
     capsys.readouterr()
     assert cli.run(["evaluate", str(trained), "--data", str(shapes), "--format", "json"]) == 0
