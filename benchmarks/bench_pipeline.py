@@ -18,6 +18,14 @@ The figures are the median step times and their ratio (goal: pipeline / in memor
 the same for the process's CPU time a step (steadier on a shared machine), and the cost of a
 batch drawn with no training running.
 The images are generated once (tests/imagegen.py, JPEG and PNG, 200-260 px, a folder in /tmp).
+
+Every backend: the script runs on the backend KERAS_BACKEND names. `--feed tfdata` (the default)
+is ghostspec's tf.data pipeline; on JAX and PyTorch its batches are turned into NumPy arrays, as
+Keras' fit does with a tf.data dataset there. `--feed pydataset` is a backend-neutral candidate
+that needs no TensorFlow: a Keras PyDataset (`--workers` threads, Keras' own queue) over images
+decoded once with Pillow into memory, then per image torchvision's random resized crop (Pillow's
+bilinear resize) and the flip, and NumPy's normalisation: the `finetune` augmentation only
+(RandAugment and erasing exist in TensorFlow ops alone).
 """
 
 from __future__ import annotations
@@ -69,13 +77,74 @@ def make_images(folder: Path, count: int) -> Path:
     return folder
 
 
+def neutral_feed(
+    samples: Any, augment: Any, mean: Any, std: Any, workers: int, seed: int = 0
+) -> Any:
+    """The PyDataset candidate (see the module docstring): an endless iterator of NumPy
+    (images, labels) batches, drawn through Keras' PyDataset adapter with `workers` threads."""
+    import math
+
+    import keras
+    import numpy as np
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+    from PIL import Image
+
+    images = [np.asarray(Image.open(s.path).convert("RGB")) for s in samples]
+    labels = np.array([s.label for s in samples], np.int32)
+    m = np.array(mean, np.float32) * 255.0
+    d = np.array(std, np.float32) * 255.0
+    scale, ratio = augment.crop_scale or (1.0, 1.0), augment.crop_ratio or (1.0, 1.0)
+
+    def crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        h, w = image.shape[:2]
+        for _ in range(10):  # torchvision's RandomResizedCrop.get_params
+            area = h * w * rng.uniform(*scale)
+            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < cw <= w and 0 < ch <= h:
+                top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+                break
+        else:
+            ch, cw, top, left = h, w, 0, 0
+        window = Image.fromarray(image[top : top + ch, left : left + cw])
+        out = np.asarray(window.resize((SIZE, SIZE), Image.BILINEAR), np.float32)
+        return out[:, ::-1] if augment.flip and rng.random() < 0.5 else out
+
+    class Feed(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
+            self.order = np.random.default_rng(seed).permutation(len(images))
+
+        def __len__(self) -> int:
+            return len(images) // BATCH
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rng = np.random.default_rng([seed, index])
+            picked = self.order[index * BATCH : (index + 1) * BATCH]
+            x = np.stack([crop(images[i], rng) for i in picked])
+            return (x - m) / d, labels[picked]
+
+    adapter = PyDatasetAdapter(Feed(), shuffle=False)
+
+    def forever() -> Any:
+        while True:
+            yield from adapter.get_numpy_iterator()
+            adapter.on_epoch_end()
+
+    return forever()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12, help="train steps per round and kind")
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--augment", choices=list(AUGMENTS), default="imagenet")
+    parser.add_argument("--feed", choices=["tfdata", "pydataset"], default="tfdata")
+    parser.add_argument("--workers", type=int, default=2, help="PyDataset threads")
     args = parser.parse_args()
+    if args.feed == "pydataset" and args.augment == "imagenet":
+        parser.error("--feed pydataset has the finetune augmentation only (--augment finetune)")
 
     import keras
 
@@ -94,17 +163,22 @@ def main() -> None:
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    dataset = data.train_dataset(
-        samples,
-        size=SIZE,
-        channels=3,
-        mean=plan.mean,
-        std=plan.std,
-        batch=BATCH,
-        augment=augment,
-        seed=0,
-    ).repeat()
-    batches = iter(dataset)
+    backend = keras.backend.backend()
+    if args.feed == "pydataset":
+        batches = neutral_feed(samples, augment, plan.mean, plan.std, args.workers)
+    else:
+        dataset = data.train_dataset(
+            samples,
+            size=SIZE,
+            channels=3,
+            mean=plan.mean,
+            std=plan.std,
+            batch=BATCH,
+            augment=augment,
+            seed=0,
+        ).repeat()
+        # JAX and PyTorch take NumPy arrays (what Keras' fit makes of a tf.data dataset there)
+        batches = iter(dataset) if backend == "tensorflow" else dataset.as_numpy_iterator()
     x_memory, y_memory = next(batches)
 
     def pipeline_step() -> None:
@@ -119,7 +193,8 @@ def main() -> None:
     for _ in range(steps_per_epoch + 2):  # the first epoch decodes and fills the cache
         pipeline_step()
     print(
-        f"{len(samples)} images ({steps_per_epoch} steps an epoch), augment {args.augment}; "
+        f"{backend}, feed {args.feed}: {len(samples)} images ({steps_per_epoch} steps an epoch), "
+        f"augment {args.augment}; "
         f"warm-up incl. the first (decoding) epoch {time.perf_counter() - start:.1f} s"
     )
     for _ in range(3):

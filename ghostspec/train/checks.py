@@ -144,6 +144,9 @@ def cluster_of(recipe: Recipe, output: str | Path | None) -> Cluster | None:
     if recipe.strategy != "multiworker":
         return None
     from ghostspec.train.distribute import read_tf_config
+    from ghostspec.train.engines import refuse
+
+    refuse("multiworker")  # TensorFlow's strategy: say so before asking for TF_CONFIG
 
     cluster = read_tf_config(required=True)
     if cluster.workers > 1 and output is None:

@@ -16,7 +16,7 @@ held outside Keras' tracking, so it is in no checkpoint and no saved model of th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,13 +155,17 @@ def training_model(
         # Keras 3's `fit` under MultiWorkerMirroredStrategy reduces every logged value over
         # axis 0, which fails on scalars (tensorflow/tensorflow#72388): log them as [1]-vectors,
         # which that reduction turns back into the same scalars.
-        def train_step(self, data: Any) -> Any:
-            return self._loggable(super().train_step(data))
+        # The steps take (data) on TensorFlow and PyTorch and (state, data) on JAX, where they
+        # return (logs, state): only the logs are edited.
+        def train_step(self, *args: Any) -> Any:
+            return _edit_logs(super().train_step(*args), self._loggable)
 
-        def test_step(self, data: Any) -> Any:
-            logs = super().test_step(data)
-            logs.pop(DISTILL_METRIC, None)  # not measured in validation
-            return self._loggable(logs)
+        def test_step(self, *args: Any) -> Any:
+            def validation(logs: dict[str, Any]) -> dict[str, Any]:
+                logs.pop(DISTILL_METRIC, None)  # not measured in validation
+                return self._loggable(logs)
+
+            return _edit_logs(super().test_step(*args), validation)
 
         def _loggable(self, logs: dict[str, Any]) -> dict[str, Any]:
             if not multi_worker:
@@ -169,6 +173,14 @@ def training_model(
             return {k: ops.reshape(v, (1,)) for k, v in logs.items()}
 
     return TrainingModel()
+
+
+def _edit_logs(result: Any, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """`edit` applied to a step's logs: the result itself, or its first item on JAX."""
+    if isinstance(result, tuple):
+        logs, state = result
+        return edit(dict(logs)), state
+    return edit(dict(result))
 
 
 def prepare_multi_worker(model: Any, strategy: Any, batch: Any) -> None:

@@ -1,5 +1,7 @@
 """Which tf.distribute strategy a run uses, who writes the run folder, and how data is sharded.
 
+(On JAX and PyTorch `make_strategy` hands on to `engines`, Keras' own distribution.)
+
 Distribution is TensorFlow's own: this module only chooses and configures a strategy (the
 default one-device strategy, `OneDeviceStrategy`, `MirroredStrategy`, or
 `MultiWorkerMirroredStrategy` from `TF_CONFIG`) and answers the questions the training loop asks
@@ -134,7 +136,11 @@ def make_strategy(
     device; `one`: TensorFlow's default strategy (or `OneDeviceStrategy` on the one device
     named); `mirrored`: MirroredStrategy over `devices`, by default every GPU (the CPU when
     there is none); `multiworker`: MultiWorkerMirroredStrategy over the TF_CONFIG cluster, every
-    local GPU of each worker."""
+    local GPU of each worker. On JAX and PyTorch: `engines.make_engine`, Keras' own."""
+    from ghostspec.train import engines
+
+    if engines.backend() != "tensorflow":
+        return engines.make_engine(kind, devices or ())
     require_tensorflow("tf.distribute (--strategy)")
     import tensorflow as tf
 
@@ -169,6 +175,10 @@ def make_strategy(
 
 
 def multi_worker(strategy: Any) -> bool:
+    from ghostspec.train.engines import KerasEngine
+
+    if isinstance(strategy, KerasEngine):
+        return False
     import tensorflow as tf
 
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -176,6 +186,10 @@ def multi_worker(strategy: Any) -> bool:
 
 def describe(strategy: Any) -> str:
     """`MirroredStrategy, 2 replicas` style text for the run's first line."""
+    from ghostspec.train.engines import KerasEngine
+
+    if isinstance(strategy, KerasEngine):
+        return strategy.description
     import tensorflow as tf
 
     replicas = int(strategy.num_replicas_in_sync)
@@ -211,9 +225,12 @@ def shard_by_data(dataset: Any) -> Any:
 def synchronize_batch_norm(model: Any, replicas: int) -> int:
     """Across replicas BatchNorm must see the global batch, or the run is not the recipe's: each
     replica's statistics over its share of the batch give other weights than one device.
-    Returns how many layers are synchronised."""
+    Returns how many layers are synchronised. TensorFlow only: on JAX one jit-compiled step
+    spans every device, so its statistics are the global batch's already."""
     import keras
 
+    if keras.backend.backend() != "tensorflow":
+        return 0
     count = 0
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -14,6 +14,7 @@ variance too (the fused op reports the unbiased one, which is converted back). I
 Keras' ops within float32 rounding (tests/test_train.py checks outputs, gradients and statistics).
 The raw op is called with the layer's own epsilon (TensorFlow's Python wrapper would raise it to
 1.001e-5); layers with a smaller epsilon, a mask, or input that is not 4-D keep Keras' ops.
+The speed-up is TensorFlow's kernel, so it applies on the TensorFlow backend only.
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ def _fused_call(self: Any, inputs: Any, training: Any = None, mask: Any = None) 
 
 
 def fuse_batch_norm_for_training(model: keras.Model) -> int:
-    """Give every eligible BatchNorm layer of `model` the fused training call; how many."""
+    """Give every eligible BatchNorm layer of `model` the fused training call; how many.
+
+    TensorFlow only: on JAX and PyTorch the layers keep Keras' ops, which those backends
+    compile (XLA) or run on their own kernels; nothing is changed and 0 is returned."""
+    if keras.backend.backend() != "tensorflow":
+        return 0
     count = 0
     for layer in model.layers:
         if _eligible(layer):

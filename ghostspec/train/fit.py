@@ -94,7 +94,10 @@ def fit_run(
         return
     if state.epoch == 0:
         keeper.write_state()  # Ctrl-C in the first epoch leaves a run that resumes
+    from ghostspec.train.engines import epoch_seeding
+
     callbacks = [
+        *epoch_seeding(recipe.seed),  # first: before any other callback of a step
         clock,
         StopOnNonFinite(),
         EmaValidation(inner),

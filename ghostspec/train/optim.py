@@ -28,6 +28,13 @@ What each recipe field means here, exactly:
 
 The schedule and the two optimizers are registered Keras serializables, so a `last.keras` file
 with its optimizer loads wherever this module has been imported.
+
+Every backend: the update rules are Keras' own `keras.ops` code (SGD's and RMSprop's
+`update_step`, with the L2 term added in `keras.ops` here), so TensorFlow, JAX and PyTorch compute
+the same steps. On PyTorch Keras swaps its stock optimizers for `torch._foreach` versions with
+the same rules (AdamW among them); L2SGD and TFRMSprop, being subclasses, keep the per-variable
+`update_step` above. tests/test_train_backends.py checks one step of each against NumPy on the
+backend it runs under.
 """
 
 from __future__ import annotations
@@ -144,7 +151,8 @@ class TFRMSprop(_CoupledL2, keras.optimizers.RMSprop):
             return
         super().build(var_list)
         for velocity in self._velocities:
-            velocity.assign(ops.ones_like(velocity))
+            # ones from the shape, not ones_like(velocity): JAX cannot read a Variable there
+            velocity.assign(ops.ones(velocity.shape, velocity.dtype))
 
 
 def decay_exclusions(model: keras.Model) -> list[Any]:

@@ -176,10 +176,14 @@ class _Session:
         return SpecError([*rest, dataclasses.replace(last, hint=hint)])
 
     def _run(self) -> RunResult:
+        from ghostspec.needs import require_tensorflow
+
+        # the input pipeline is tf.data on every backend (README, "Every Keras backend")
+        require_tensorflow("ghostspec train (its tf.data input pipeline)")
         import keras
         import tensorflow as tf
 
-        from ghostspec.train import distribute
+        from ghostspec.train import distribute, engines
         from ghostspec.train.precision import check_precision
 
         s = self.setup
@@ -189,11 +193,10 @@ class _Session:
             self.echo(note)
         # first: MultiWorkerMirroredStrategy must configure TensorFlow before anything runs
         strategy = distribute.make_strategy(recipe.strategy, s.devices, s.recipe_file)
-        keras.utils.set_random_seed(recipe.seed)  # Python, NumPy, TensorFlow, Keras
+        keras.utils.set_random_seed(recipe.seed)  # Python, NumPy, TensorFlow, torch, Keras
         if recipe.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        gpus = len(tf.config.list_logical_devices("GPU"))
-        check_precision(recipe.precision, gpus, s.recipe_file)
+            engines.enable_determinism()
+        check_precision(recipe.precision, engines.gpu_count(), s.recipe_file)
         replicas = int(strategy.num_replicas_in_sync)
         distribute.check_batch(recipe.batch_size, replicas, s.recipe_file)
         multi = distribute.multi_worker(strategy)
@@ -211,7 +214,8 @@ class _Session:
             self.echo(line)
         if s.existing is not None:
             self._continue(built, folder, state)
-        return self._fit(built, train_ds, val_ds, steps, folder, state, strategy)
+        with engines.running(strategy):
+            return self._fit(built, train_ds, val_ds, steps, folder, state, strategy)
 
     def _continue(self, built: Built, folder: RunFolder, state: RunState) -> None:
         """A resumed run's weights, optimizer and random state from its checkpoint; a damaged
