@@ -41,6 +41,7 @@ from ghostspec.cli.spec_commands import (
     cmd_schema,
     cmd_validate,
 )
+from ghostspec.cli.sweep_commands import cmd_sweep
 from ghostspec.cli.train_commands import cmd_evaluate, cmd_train
 from ghostspec.diagnostics import SpecError, render_json, render_text
 
@@ -74,6 +75,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": cmd_export,
     "evaluate": cmd_evaluate,
     "train": cmd_train,
+    "sweep": cmd_sweep,
 }
 
 

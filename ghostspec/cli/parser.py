@@ -218,7 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last epoch")
     p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
     _add_overrides(p)
+    _add_sweep(commands)
     return parser
+
+
+def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "sweep", help="search a space of variants for the best trade-offs; writes a sweep folder"
+    )
+    p.add_argument("sweep", nargs="?", metavar="SWEEP", help="the sweep file (ghostspec-sweep: 1)")
+    p.add_argument("--data", metavar="DIR", help="an image folder: each trial is a train run")
+    p.add_argument("-o", "--output", metavar="SWEEP_DIR", help="the new sweep folder")
+    p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a stopped sweep")
+    p.add_argument("--trials", type=int, metavar="N", help="the budget's trials, overridden")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--storage", metavar="URL", help="an Optuna storage URL (default: SQLite)")
+    p.add_argument("--address", metavar="HOST:PORT", help="the Ray cluster (or RAY_ADDRESS)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N")
+    _add_overrides(p)
 
 
 def _version() -> str:

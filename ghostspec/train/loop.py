@@ -526,6 +526,7 @@ def train(
     devices: Sequence[str] = (),
     echo: Echo = print,
     progress: TextIO | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> RunResult:
     """Train `spec` on the image folder `data` with `recipe` (a path, a short name such as
     "imagenet", a Recipe, or None for the shipped small-data recipe) and write a run folder.
@@ -535,7 +536,8 @@ def train(
     out). `strategy` and `devices` choose the tf.distribute strategy (see `prepare`). Bad input
     raises SpecError before anything is written; Ctrl-C raises Interrupted after the resumable
     state is saved. `echo` receives the summary lines; the live progress bar goes to `progress`
-    (default stderr) when it is a terminal.
+    (default stderr) when it is a terminal. `callbacks`: more Keras callbacks, run after the
+    run folder's own each epoch (a sweep reads val_top1 there and may set stop_training).
     """
     setup = prepare(
         spec,
@@ -552,7 +554,7 @@ def train(
         strategy=strategy,
         devices=devices,
     )
-    return _Session(setup, echo, progress or sys.stderr).run()
+    return _Session(setup, echo, progress or sys.stderr, callbacks).run()
 
 
 @dataclass
@@ -570,8 +572,9 @@ class _Built:
 class _Session:
     """One call of `train` from TensorFlow's import to the final summary."""
 
-    def __init__(self, setup: Setup, echo: Echo, stream: TextIO) -> None:
+    def __init__(self, setup: Setup, echo: Echo, stream: TextIO, extra: Sequence[Any] = ()) -> None:
         self.setup = setup
+        self.extra = tuple(extra)
         cluster = setup.cluster
         if cluster is not None and not cluster.chief:
             self.echo: Echo = lambda line: echo(f"[{cluster.name}] {line}")
@@ -921,6 +924,7 @@ class _Session:
             ProgressBar(clock, built.schedule, steps, recipe.epochs, self.stream),
             keeper,
             ScalarLogs(folder, state),
+            *self.extra,
         ]
         n_train = steps * recipe.batch_size
         where = (
