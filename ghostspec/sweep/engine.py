@@ -304,6 +304,8 @@ def run_study(
         assignment = ctx.space.suggest(trial)
 
         def report(epoch: int, value: float) -> bool:
+            if len(names) > 1:  # Optuna prunes single-objective studies only
+                return False
             trial.report(value, epoch)
             return bool(trial.should_prune())
 
