@@ -1,5 +1,8 @@
 """pareto.png: every pair of objectives as a scatter, the front joined and labelled by trial.
 
+Rows are taken by their `trial`, `status` and `measure(name)` (results.Row), without importing
+results, which calls this module.
+
 Drawn on a bare Figure with the Agg canvas (no pyplot state); matplotlib loads only here.
 """
 
@@ -10,13 +13,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ghostspec.sweep.results import Row
 
 MAX_LABELS = 20
 
 
 def draw_front(
-    path: Path, rows: Sequence[Row], front: Sequence[Row], objectives: Mapping[Any, str]
+    path: Path, rows: Sequence[Any], front: Sequence[Any], objectives: Mapping[Any, str]
 ) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -27,7 +29,7 @@ def draw_front(
     FigureCanvasAgg(figure)
     ok = [r for r in rows if r.status == "ok"]
 
-    def at(items: Sequence[Row], name: str) -> list[float]:
+    def at(items: Sequence[Any], name: str) -> list[float]:
         return [r.measure(name) or 0.0 for r in items]
 
     on_front = {r.trial for r in front}
