@@ -182,8 +182,9 @@ def check_output_folder(target: PathLike, *, inputs: Iterable[PathLike | None] =
             "remove it or choose another output path",
         )
     for source in inputs:
-        present = source is not None and str(source) and Path(source).exists()
-        if present and path.exists() and _inside(Path(source), path):
+        if source is None or not str(source) or not Path(source).exists():
+            continue
+        if path.exists() and _inside(Path(source), path):
             raise _refuse(
                 path,
                 f"holds the input {str(source)!r}; replacing the folder would destroy it",

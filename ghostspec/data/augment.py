@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 import tensorflow as tf
 
@@ -33,9 +34,9 @@ LEVEL_MAX = 10.0  # timm's _LEVEL_DENOM: magnitude 10 is the strongest
 OP_PROBABILITY = 0.5  # each chosen op is applied with this probability (timm's default)
 TRANSLATE_FRACTION = 0.45  # TranslateXRel/YRel at magnitude 10: 45% of the image size
 
-Image = tf.Tensor  # float32 [H, W, C] holding integers 0..255 (like PIL's 8-bit images)
-Images = tf.Tensor  # float32 [n, H, W, C], the same for a batch
-Seed = tf.Tensor  # int32/int64 [2], a stateless seed
+Image: TypeAlias = tf.Tensor  # float32 [H, W, C] holding integers 0..255 (like PIL's 8-bit images)
+Images: TypeAlias = tf.Tensor  # float32 [n, H, W, C], the same for a batch
+Seed: TypeAlias = tf.Tensor  # int32/int64 [2], a stateless seed
 
 
 def _uniform(

@@ -442,15 +442,18 @@ def train_dataset(
         for source in (ds, image_seeds, batch_seeds):
             iter(source)
     fill = tuple(min(255.0, round(255.0 * m)) for m in mean)
-    crop = augment.crop_scale is not None and augment.crop_ratio is not None
+    crop = (
+        None
+        if augment.crop_scale is None or augment.crop_ratio is None
+        else (augment.crop_scale, augment.crop_ratio)
+    )
 
     def per_image(pair: tuple[tf.Tensor, tf.Tensor], key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image, label = pair
         parts = tf.random.experimental.stateless_split(key, 2)
-        if crop:
-            x = aug.random_resized_crop(
-                image, parts[0], (height, width), augment.crop_scale, augment.crop_ratio
-            )
+        if crop is not None:
+            scale, ratio = crop
+            x = aug.random_resized_crop(image, parts[0], (height, width), scale, ratio)
         else:
             x = tf.round(resize_crop(image, (height, width), 1.0) * 255.0)
         x = tf.ensure_shape(x, (height, width, channels))

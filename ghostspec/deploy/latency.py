@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -16,7 +16,7 @@ from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import read_regular_file
 from ghostspec.plan.ir import Plan
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 MAX_PROFILE_BYTES = 4 << 20
 
 

@@ -8,6 +8,8 @@ where its weight lives in the reference state dict (see `ghostspec.keras` for th
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import keras
 from keras import layers
 
@@ -28,7 +30,7 @@ from ghostspec.plan.ir import (
     SqueezeExcite,
 )
 
-Tensor = keras.KerasTensor
+Tensor: TypeAlias = keras.KerasTensor
 
 # Plan activation names -> Keras activation identifiers. On the TensorFlow backend Keras 3's
 # `hard_sigmoid` is relu6(x + 3) / 6 and `hard_silu` is x * relu6(x + 3) / 6, as in the reference;

@@ -64,12 +64,14 @@ def identity_kernel(conv: Conv) -> np.ndarray:
     return kernel
 
 
-def _bn_values(model: Any, bn: BatchNorm) -> tuple[np.ndarray, ...]:
+def _bn_values(model: Any, bn: BatchNorm) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """gamma, beta, moving mean and moving variance of the BatchNorm layer, as float64."""
     layer = model.get_layer(bn.name)
-    return tuple(
+    gamma, beta, mean, var = (
         np.asarray(v.numpy(), dtype=np.float64)
         for v in (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)
     )
+    return gamma, beta, mean, var
 
 
 def fused_weights(model: Any, op: Reparam) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +127,7 @@ def plan_of(model: Any, plan: Plan | None = None) -> Plan:
     """`plan`, or the one `build` attached to the model in this process."""
     if plan is not None:
         return plan
-    attached = getattr(model, PLAN_ATTRIBUTE, None)
+    attached: Plan | None = getattr(model, PLAN_ATTRIBUTE, None)
     if attached is None:
         raise SpecError(
             [

@@ -102,7 +102,7 @@ class _Constant:
     name: str
 
 
-class _Dict(dict):  # type: ignore[type-arg]
+class _Dict(dict[Any, Any]):
     """Stands in for collections.OrderedDict. A state dict carries a `_metadata` attribute
     (BUILD state); it is dropped."""
 

@@ -17,7 +17,7 @@ import re
 import zipfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -217,7 +217,7 @@ def _to_numpy(value: Any) -> np.ndarray | Unsupported | None:
         tensor = value.detach().cpu()
         if tensor.is_floating_point():
             tensor = tensor.float()
-        return tensor.numpy()
+        return cast(np.ndarray, tensor.numpy())  # duck-typed torch tensor: numpy() is Any
     return None
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -60,14 +60,12 @@ def _ordered(pair: tuple[float, float]) -> tuple[float, float]:
     return pair
 
 
-def _range(**bounds: Any) -> Any:
-    """A [low, high] pair of numbers within `bounds`, low <= high."""
-    item = number(**bounds)
-    return Annotated[tuple[item, item], AfterValidator(_ordered)]
-
-
-Fraction = number(ge=0.0, le=1.0)
-Size = tuple[integer(ge=1, le=8192), integer(ge=1, le=8192)]
+_Item = TypeVar("_Item")
+# A [low, high] pair, low <= high: `_Range[Annotated[float, *number(gt=0.0)]]`.
+_Range = Annotated[tuple[_Item, _Item], AfterValidator(_ordered)]
+Fraction = Annotated[float, *number(ge=0.0, le=1.0)]
+_Side = Annotated[int, *integer(ge=1, le=8192)]
+Size = tuple[_Side, _Side]
 
 
 class _Model(BaseModel):
@@ -82,29 +80,35 @@ class Optimizer(_Model):
         description="sgd (momentum, nesterov), rmsprop (TF-style: epsilon inside the square "
         "root, as TensorFlow and timm's rmsproptf) or adamw (decoupled weight decay).",
     )
-    lr: number(gt=0.0, le=100.0) = Field(
+    lr: Annotated[float, *number(gt=0.0, le=100.0)] = Field(
         0.1,
         description="Peak learning rate at reference_batch images per step; the rate used is "
         "lr * batch_size / reference_batch (the linear scaling rule).",
     )
-    reference_batch: integer(ge=1, le=1_048_576) = Field(
+    reference_batch: Annotated[int, *integer(ge=1, le=1_048_576)] = Field(
         256, description="The global batch size that lr is given for."
     )
-    momentum: number(ge=0.0, lt=1.0) = Field(0.9, description="sgd and rmsprop: momentum.")
+    momentum: Annotated[float, *number(ge=0.0, lt=1.0)] = Field(
+        0.9, description="sgd and rmsprop: momentum."
+    )
     nesterov: StrictBool = Field(
         True, description="sgd: Nesterov momentum. true is refused with rmsprop and adamw."
     )
-    rho: number(ge=0.0, lt=1.0) = Field(
+    rho: Annotated[float, *number(ge=0.0, lt=1.0)] = Field(
         0.9, description="rmsprop: decay of the moving average of squared gradients."
     )
-    epsilon: number(gt=0.0, le=1.0) = Field(
+    epsilon: Annotated[float, *number(gt=0.0, le=1.0)] = Field(
         0.001,
         description="rmsprop: added inside the square root (TF-style); adamw: added to the "
         "denominator as usual.",
     )
-    beta_1: number(ge=0.0, lt=1.0) = Field(0.9, description="adamw: decay of the first moment.")
-    beta_2: number(ge=0.0, lt=1.0) = Field(0.999, description="adamw: decay of the second moment.")
-    weight_decay: number(ge=0.0, le=1.0) = Field(
+    beta_1: Annotated[float, *number(ge=0.0, lt=1.0)] = Field(
+        0.9, description="adamw: decay of the first moment."
+    )
+    beta_2: Annotated[float, *number(ge=0.0, lt=1.0)] = Field(
+        0.999, description="adamw: decay of the second moment."
+    )
+    weight_decay: Annotated[float, *number(ge=0.0, le=1.0)] = Field(
         1.0e-5,
         description="L2 weight decay (adamw: decoupled, multiplied by the learning rate).",
     )
@@ -123,22 +127,22 @@ class Schedule(_Model):
         description="constant; step (lr * decay_rate ** floor(epoch / decay_epochs)); cosine "
         "(from the scaled lr down to min_lr at the last epoch).",
     )
-    decay_rate: number(gt=0.0, le=1.0) = Field(
+    decay_rate: Annotated[float, *number(gt=0.0, le=1.0)] = Field(
         0.973, description="step: the factor applied every decay_epochs."
     )
-    decay_epochs: number(gt=0.0, le=100_000.0) = Field(
+    decay_epochs: Annotated[float, *number(gt=0.0, le=100_000.0)] = Field(
         2.4, description="step: the interval in epochs (fractions allowed)."
     )
-    min_lr: number(ge=0.0, le=100.0) = Field(
+    min_lr: Annotated[float, *number(ge=0.0, le=100.0)] = Field(
         0.0, description="cosine: the rate at the end; at most the scaled lr."
     )
-    warmup_epochs: number(ge=0.0, le=100_000.0) = Field(
+    warmup_epochs: Annotated[float, *number(ge=0.0, le=100_000.0)] = Field(
         0.0,
         description="Epochs of linear warm-up from warmup_lr to the scaled lr, in place of the "
         "schedule's first epochs (the schedule counts epochs from the start of training, as "
         "timm does); 0 for none.",
     )
-    warmup_lr: number(ge=0.0, le=100.0) = Field(
+    warmup_lr: Annotated[float, *number(ge=0.0, le=100.0)] = Field(
         1.0e-6, description="The rate at the first step of the warm-up; at most the scaled lr."
     )
 
@@ -146,10 +150,10 @@ class Schedule(_Model):
 class Crop(_Model):
     """Random resized crop: a random area fraction and aspect ratio, resized to the input size."""
 
-    scale: _range(gt=0.0, le=1.0) = Field(
+    scale: _Range[Annotated[float, *number(gt=0.0, le=1.0)]] = Field(
         (0.08, 1.0), description="[low, high] fraction of the image area, 0 < low <= high <= 1."
     )
-    ratio: _range(gt=0.0, le=100.0) = Field(
+    ratio: _Range[Annotated[float, *number(gt=0.0, le=100.0)]] = Field(
         (0.75, 1.3333),
         description="[low, high] aspect ratio (width / height) of the crop, 0 < low <= high.",
     )
@@ -158,15 +162,17 @@ class Crop(_Model):
 class RandAugment(_Model):
     """RandAugment: `layers` random operations per image at a (noisy) magnitude."""
 
-    magnitude: number(ge=0.0, le=10.0) = Field(
+    magnitude: Annotated[float, *number(ge=0.0, le=10.0)] = Field(
         9.0, description="Strength on a 0 to 10 scale (timm's m9 is 9)."
     )
-    magnitude_std: number(ge=0.0, le=10.0) = Field(
+    magnitude_std: Annotated[float, *number(ge=0.0, le=10.0)] = Field(
         0.5,
         description="Standard deviation of the magnitude, drawn anew for every image "
         "(timm's mstd0.5); 0 for a fixed magnitude.",
     )
-    layers: integer(ge=1, le=16) = Field(2, description="Operations applied to each image.")
+    layers: Annotated[int, *integer(ge=1, le=16)] = Field(
+        2, description="Operations applied to each image."
+    )
 
 
 class Augment(_Model):
@@ -187,7 +193,7 @@ class Augment(_Model):
 class Eval(_Model):
     """Evaluation preprocessing (validation split, evaluate, int8 calibration)."""
 
-    crop_pct: number(gt=0.0, le=1.0) = Field(
+    crop_pct: Annotated[float, *number(gt=0.0, le=1.0)] = Field(
         0.875,
         description="Resize the shorter side to size / crop_pct, then take the centre crop.",
     )
@@ -196,7 +202,7 @@ class Eval(_Model):
 class Ema(_Model):
     """An exponential moving average of the weights, used for validation and best.keras."""
 
-    decay: number(gt=0.0, lt=1.0) = Field(
+    decay: Annotated[float, *number(gt=0.0, lt=1.0)] = Field(
         0.9999, description="Per-step decay: ema = decay * ema + (1 - decay) * weights."
     )
 
@@ -204,10 +210,10 @@ class Ema(_Model):
 class EarlyStopping(_Model):
     """Stop when the monitored validation figure has not improved for `patience` epochs."""
 
-    patience: integer(ge=1, le=100_000) = Field(
+    patience: Annotated[int, *integer(ge=1, le=100_000)] = Field(
         10, description="Epochs without improvement before stopping."
     )
-    min_delta: number(ge=0.0, le=1_000.0) = Field(
+    min_delta: Annotated[float, *number(ge=0.0, le=1_000.0)] = Field(
         0.0, description="The smallest change that counts as an improvement."
     )
     monitor: Literal["val_top1", "val_top5", "val_loss"] = Field(
@@ -268,10 +274,10 @@ class Distill(_Model):
     teacher: Teacher = Field(
         description="A saved model (PATH.keras) or {spec: PATH, weights: PATH}."
     )
-    weight: number(ge=0.0, le=1_000.0) = Field(
+    weight: Annotated[float, *number(ge=0.0, le=1_000.0)] = Field(
         1.0, description="Weight of the distillation term added to the label cross-entropy."
     )
-    temperature: number(gt=0.0, le=1_000.0) = Field(
+    temperature: Annotated[float, *number(gt=0.0, le=1_000.0)] = Field(
         1.0, description="Softening temperature of both distributions."
     )
     teacher_input_size: Size | None = Field(
@@ -289,8 +295,10 @@ class Recipe(_Model):
     )
     name: Name | None = Field(None, description="A label for the recipe.")
     description: str | None = Field(None, description="Free text.")
-    epochs: integer(ge=1, le=100_000) = Field(10, description="Passes over the training split.")
-    batch_size: integer(ge=1, le=1_048_576) = Field(
+    epochs: Annotated[int, *integer(ge=1, le=100_000)] = Field(
+        10, description="Passes over the training split."
+    )
+    batch_size: Annotated[int, *integer(ge=1, le=1_048_576)] = Field(
         64, description="GLOBAL batch size: images per step across every replica and worker."
     )
     input_size: Size | None = Field(
@@ -300,19 +308,19 @@ class Recipe(_Model):
     )
     optimizer: Optimizer = Field(Optimizer(), description="The optimizer.")
     schedule: Schedule = Field(Schedule(), description="The learning-rate schedule.")
-    label_smoothing: number(ge=0.0, lt=1.0) = Field(
+    label_smoothing: Annotated[float, *number(ge=0.0, lt=1.0)] = Field(
         0.1, description="Label smoothing of the cross-entropy with the labels."
     )
     augment: Augment = Field(Augment(), description="Training augmentation.")
     eval: Eval = Field(Eval(), description="Evaluation preprocessing.")
     ema: Ema | None = Field(Ema(), description="Weight EMA; null for none.")
-    seed: integer(ge=0, le=2**32 - 1) = Field(
+    seed: Annotated[int, *integer(ge=0, le=2**32 - 1)] = Field(
         0, description="Seeds Python, NumPy, TensorFlow and the data order."
     )
     deterministic: StrictBool = Field(
         False, description="Turn on TensorFlow's op determinism (slower, bit-reproducible)."
     )
-    checkpoint_every: integer(ge=1, le=100_000) = Field(
+    checkpoint_every: Annotated[int, *integer(ge=1, le=100_000)] = Field(
         1, description="Write last.keras every this many epochs (and at the end)."
     )
     early_stopping: EarlyStopping | None = Field(

@@ -12,7 +12,7 @@ not numbers or booleans, so ghostspec and the editor never see different values 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,7 +141,7 @@ def _child(node: Any, key: PathKey) -> Any:
     return None
 
 
-def _lookup(getter: Any, key: Any) -> tuple[int, int] | None:
+def _lookup(getter: Callable[[Any], tuple[int, int] | None], key: Any) -> tuple[int, int] | None:
     """ruamel's recorded position, or None for nodes an override created."""
     try:
         return getter(key)

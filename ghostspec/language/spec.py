@@ -89,17 +89,19 @@ def _one_or_two(value: int) -> int:
     return value
 
 
-def integer(**bounds: Any) -> Any:
-    """A strict integer type with bounds that JSON Schema sees as minimum/maximum."""
-    return Annotated[int, Strict(), Field(**bounds), BeforeValidator(_integral)]
+def integer(**bounds: Any) -> tuple[Any, ...]:
+    """A strict integer with bounds that JSON Schema sees as minimum/maximum, written
+    `Annotated[int, *integer(ge=1)]` (a call is no type to a type checker, an Annotated is)."""
+    return Strict(), Field(**bounds), BeforeValidator(_integral)
 
 
-def number(**bounds: Any) -> Any:
-    """A strict, finite float type (integers are accepted) with bounds."""
-    return Annotated[float, Strict(), Field(allow_inf_nan=False, **bounds)]
+def number(**bounds: Any) -> tuple[Any, ...]:
+    """A strict, finite float (integers are accepted) with bounds, written
+    `Annotated[float, *number(gt=0.0)]`."""
+    return Strict(), Field(allow_inf_nan=False, **bounds)
 
 
-Channels = integer(ge=1, le=MAX_CHANNELS)
+Channels = Annotated[int, *integer(ge=1, le=MAX_CHANNELS)]
 Kernel = Annotated[
     int,
     Strict(),
@@ -116,7 +118,7 @@ Stride = Annotated[
     BeforeValidator(_integral),
     AfterValidator(_one_or_two),
 ]
-SeRatio = number(ge=0.0, le=1.0)
+SeRatio = Annotated[float, *number(ge=0.0, le=1.0)]
 NAME_RULE = (
     "use letters, digits, '_', '.', '-' (starting with a letter or digit), at most 64 characters"
 )
@@ -147,9 +149,9 @@ class InputSpec(_Model):
     """What the network is fed."""
 
     shape: tuple[
-        integer(ge=1, le=8192) | None,
-        integer(ge=1, le=8192) | None,
-        integer(ge=1, le=4096),
+        Annotated[int, *integer(ge=1, le=8192)] | None,
+        Annotated[int, *integer(ge=1, le=8192)] | None,
+        Annotated[int, *integer(ge=1, le=4096)],
     ] = Field(
         (224, 224, 3),
         description="Height, width and channels (channels-last). Height and width may be null: "
@@ -167,25 +169,29 @@ class InputSpec(_Model):
     )
 
 
-Stats = Annotated[list[number(ge=-1000.0, le=1000.0)], Field(min_length=1, max_length=4096)]
-Spread = Annotated[list[number(gt=0.0, le=1000.0)], Field(min_length=1, max_length=4096)]
+Stats = Annotated[
+    list[Annotated[float, *number(ge=-1000.0, le=1000.0)]], Field(min_length=1, max_length=4096)
+]
+Spread = Annotated[
+    list[Annotated[float, *number(gt=0.0, le=1000.0)]], Field(min_length=1, max_length=4096)
+]
 
 
 class Normalization(_Model):
     """BatchNorm settings for every normalisation layer."""
 
-    epsilon: number(gt=0.0, le=0.1) = Field(
+    epsilon: Annotated[float, *number(gt=0.0, le=0.1)] = Field(
         1e-5, description="Added to the variance; the reference uses 1e-5."
     )
-    momentum: number(gt=0.0, lt=1.0) = Field(
+    momentum: Annotated[float, *number(gt=0.0, lt=1.0)] = Field(
         0.9,
         description="Keras convention (weight of the old running value); PyTorch's 0.1 is 0.9.",
     )
 
 
 Attention = Literal["none", "dfc"]
-Branches = integer(ge=0, le=8)
-Ratio = integer(ge=2, le=8)
+Branches = Annotated[int, *integer(ge=0, le=8)]
+Ratio = Annotated[int, *integer(ge=2, le=8)]
 
 
 class GhostSettings(_Model):
@@ -198,7 +204,7 @@ class GhostSettings(_Model):
         description="GhostNetV2: 'dfc' adds decoupled fully connected attention to the first "
         "ghost module of every block from attention_from on.",
     )
-    attention_from: integer(ge=0, le=4096) = Field(
+    attention_from: Annotated[int, *integer(ge=0, le=4096)] = Field(
         2,
         description="Index (counting every block from 0, across stages) of the first block that "
         "gets attention; the reference GhostNetV2 starts at 2, the third block.",
@@ -233,7 +239,7 @@ class SqueezeExcite(_Model):
     gate: Gate = Field(
         "hard_sigmoid", description="Gate function; hard_sigmoid is relu6(x + 3) / 6."
     )
-    divisor: integer(ge=1, le=256) = Field(
+    divisor: Annotated[int, *integer(ge=1, le=256)] = Field(
         4, description="The reduced width is rounded to a multiple of this (make_divisible)."
     )
     activation: Activation = Field("relu", description="Activation between the two 1x1 convs.")
@@ -280,7 +286,8 @@ def _tap_entry(value: Any) -> Any:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {dict: "a mapping", list: "a list"}.get(type(value), repr(value))
+    kinds: dict[type[Any], str] = {dict: "a mapping", list: "a list"}
+    return kinds.get(type(value), repr(value))
 
 
 TapEntry = Annotated[
@@ -340,8 +347,12 @@ class Head(_Model):
     hidden: Channels | None = Field(
         1280, description="Width of the 1x1 conv after pooling (bias, no BN); never scaled."
     )
-    dropout: number(ge=0.0, lt=1.0) = Field(0.2, description="Dropout rate before the classifier.")
-    classes: integer(ge=1, le=1_000_000) = Field(1000, description="Number of classifier outputs.")
+    dropout: Annotated[float, *number(ge=0.0, lt=1.0)] = Field(
+        0.2, description="Dropout rate before the classifier."
+    )
+    classes: Annotated[int, *integer(ge=1, le=1_000_000)] = Field(
+        1000, description="Number of classifier outputs."
+    )
     classifier_activation: ClassifierActivation = Field(
         "linear",
         description="linear gives logits (as the reference does); softmax gives probabilities.",
@@ -404,7 +415,9 @@ class Block(_Model):
     se: SeRatio = Field(0.0, description="Squeeze-excite ratio of the hidden width; 0 means none.")
     stride: Stride = Field(1, description="Stride: 1 or 2.")
     kernel: Kernel = Field(3, description="Kernel of the depthwise convs (strided dw, shortcut).")
-    repeat: integer(ge=1, le=64) = Field(1, description="Repeat this block; only for stride 1.")
+    repeat: Annotated[int, *integer(ge=1, le=64)] = Field(
+        1, description="Repeat this block; only for stride 1."
+    )
     activation: Activation | None = Field(
         None, description="Activation of the first ghost module; defaults to the network's."
     )
@@ -451,10 +464,10 @@ class Spec(_Model):
     name: Name = Field(description="Model name; also the default output file name.")
     description: str | None = Field(None, description="Free text.")
     input: InputSpec = Field(InputSpec(), description="Input shape.")
-    width: number(gt=0.0, le=10.0) = Field(
+    width: Annotated[float, *number(gt=0.0, le=10.0)] = Field(
         1.0, description="Width multiplier applied to every channel count except head.hidden."
     )
-    divisor: integer(ge=1, le=256) = Field(
+    divisor: Annotated[int, *integer(ge=1, le=256)] = Field(
         4, description="Scaled channel counts are rounded to a multiple of this (make_divisible)."
     )
     activation: Activation = Field("relu", description="Default activation.")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.language.languages import RECIPE, SWEEP
@@ -84,7 +85,7 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return _model_of(origin) if origin is not None and origin is not annotation else None
 
 
-def _message(err: dict[str, Any], root: type[BaseModel] = Spec) -> tuple[str, str | None]:
+def _message(err: ErrorDetails, root: type[BaseModel] = Spec) -> tuple[str, str | None]:
     """Plain-English text for a pydantic error, and a hint where one helps."""
     kind = err["type"]
     value = err.get("input")
@@ -108,7 +109,7 @@ def _plain_message(
     value: Any,
     ctx: dict[str, Any],
     loc: tuple[Any, ...],
-    err: dict[str, Any],
+    err: ErrorDetails,
     root: type[BaseModel],
 ) -> tuple[str, str | None]:
     if kind == "missing":

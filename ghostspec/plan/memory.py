@@ -250,7 +250,7 @@ def _export_bytes(
 ) -> ExportMemory:
     keras_pass = chunk * FLOAT * (reference.peak * RUNTIME_OVERHEAD if graph else reference.total)
     run = run_batch * artifact.peak * FLOAT * RUNTIME_OVERHEAD
-    convert = WEIGHT_COPIES * artifact.weights * FLOAT
+    convert: float = WEIGHT_COPIES * artifact.weights * FLOAT
     if quantize == "int8":  # the calibrator runs the float model one sample at a time
         convert += artifact.total * FLOAT * RUNTIME_OVERHEAD
     total = (

@@ -115,7 +115,11 @@ def _columns(plan: Plan) -> list[_Column]:
     for node in plan.nodes:
         if isinstance(node, ConvNode):
             conv = node.op.conv
-            lines = (node.name, f"{node.cin}→{node.cout}", f"k{conv.kernel} s{conv.stride}")
+            lines: tuple[str, ...] = (
+                node.name,
+                f"{node.cin}→{node.cout}",
+                f"k{conv.kernel} s{conv.stride}",
+            )
             tap = taps.get(node.name)
             lines += ("", "", "", tap or "")  # the tap on the same row as the blocks' taps
             columns.append(

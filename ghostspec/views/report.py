@@ -197,12 +197,12 @@ def size_note(plan: Plan, accepts: Shape | None = None) -> str:
 
 
 def totals_line(plan: Plan, accepts: Shape | None = None) -> str:
-    at = costed_at(plan)
-    macs = (
-        "unknown multiply-adds (dynamic input; pass --input-size H W)"
-        if plan.macs is None
-        else (f"{plan.macs:,} ({plan.macs / 1e6:.1f} M) multiply-adds at {at[0]}x{at[1]}")
-    )
+    if plan.macs is None:
+        macs = "unknown multiply-adds (dynamic input; pass --input-size H W)"
+    else:
+        at = costed_at(plan)
+        assert at is not None  # multiply-adds are counted at a fixed input size only
+        macs = f"{plan.macs:,} ({plan.macs / 1e6:.1f} M) multiply-adds at {at[0]}x{at[1]}"
     deploy = deploy_params(plan)
     fused = "" if deploy is None else f" ({deploy:,} after fusing the branches)"
     outputs = f", {len(plan.features)} feature maps" if plan.features else ""
