@@ -63,7 +63,7 @@ def _ordered(pair: tuple[float, float]) -> tuple[float, float]:
     return pair
 
 
-Bound = number(ge=-1e12, le=1e12)
+Bound = Annotated[float, *number(ge=-1e12, le=1e12)]
 
 
 class Choice(_Model):
@@ -80,7 +80,7 @@ class Range(_Model):
     range: Annotated[tuple[Bound, Bound], AfterValidator(_ordered)] = Field(
         description="[low, high], both included."
     )
-    step: number(gt=0.0, le=1e12) | None = Field(
+    step: Annotated[float, *number(gt=0.0, le=1e12)] | None = Field(
         None,
         description="Grid spacing from low; whole numbers throughout give whole numbers. "
         "null: any value (not for grid search).",
@@ -106,17 +106,18 @@ class Range(_Model):
 class LogRange(_Model):
     """A positive number drawn evenly on a log scale between two bounds (a learning rate)."""
 
-    log_range: Annotated[tuple[number(gt=0.0), number(gt=0.0)], AfterValidator(_ordered)] = Field(
-        description="[low, high], both positive; not for grid search."
-    )
+    log_range: Annotated[
+        tuple[Annotated[float, *number(gt=0.0)], Annotated[float, *number(gt=0.0)]],
+        AfterValidator(_ordered),
+    ] = Field(description="[low, high], both positive; not for grid search.")
 
 
 class Depth(_Model):
     """How many blocks a stage keeps: its first n, or its last block repeated (stride 1)."""
 
-    depth: Annotated[list[integer(ge=1, le=64)], Field(min_length=1, max_length=64)] = Field(
-        description="Block counts to choose from; the path names a stage, e.g. stages.6."
-    )
+    depth: Annotated[
+        list[Annotated[int, *integer(ge=1, le=64)]], Field(min_length=1, max_length=64)
+    ] = Field(description="Block counts to choose from; the path names a stage, e.g. stages.6.")
 
 
 FORMS: dict[str, type[BaseModel]] = {
@@ -156,14 +157,16 @@ Decision = Annotated[
 class Constraints(_Model):
     """Upper bounds a variant must meet; one over any bound is recorded as `over`, not run."""
 
-    params: integer(ge=1) | None = Field(None, description="At most this many parameters.")
-    macs: integer(ge=1) | None = Field(
+    params: Annotated[int, *integer(ge=1)] | None = Field(
+        None, description="At most this many parameters."
+    )
+    macs: Annotated[int, *integer(ge=1)] | None = Field(
         None, description="At most this many multiply-adds per image."
     )
-    memory: integer(ge=1) | None = Field(
+    memory: Annotated[int, *integer(ge=1)] | None = Field(
         None, description="At most this many bytes of estimated inference memory (peak)."
     )
-    latency_ms: number(gt=0.0) | None = Field(
+    latency_ms: Annotated[float, *number(gt=0.0)] | None = Field(
         None, description="At most this many milliseconds, measured as `latency:` says."
     )
 
@@ -171,16 +174,20 @@ class Constraints(_Model):
 class Latency(_Model):
     """How latency is measured: profile's machinery on the deploy form, in this process."""
 
-    threads: integer(ge=1, le=256) = Field(1, description="Interpreter threads.")
+    threads: Annotated[int, *integer(ge=1, le=256)] = Field(1, description="Interpreter threads.")
     quantize: Literal["none", "int8"] = Field("none", description="none or int8 (TFLite).")
-    repeats: integer(ge=1, le=10_000) = Field(20, description="Timed runs per variant.")
+    repeats: Annotated[int, *integer(ge=1, le=10_000)] = Field(
+        20, description="Timed runs per variant."
+    )
 
 
 class Budget(_Model):
     """When the search stops: after `trials` trials or `minutes` of wall time."""
 
-    trials: integer(ge=1, le=10_000_000) = Field(100, description="Trials to run.")
-    minutes: number(gt=0.0) | None = Field(None, description="Stop starting trials after this.")
+    trials: Annotated[int, *integer(ge=1, le=10_000_000)] = Field(100, description="Trials to run.")
+    minutes: Annotated[float, *number(gt=0.0)] | None = Field(
+        None, description="Stop starting trials after this."
+    )
 
 
 class Sweep(_Model):
@@ -214,9 +221,13 @@ class Sweep(_Model):
     pruner: Literal["median", "none"] = Field(
         "median", description="Stop trained trials whose val_top1 trails the median (Optuna)."
     )
-    seed: integer(ge=0, le=2**32 - 1) = Field(0, description="Seed of the sampler.")
+    seed: Annotated[int, *integer(ge=0, le=2**32 - 1)] = Field(
+        0, description="Seed of the sampler."
+    )
     latency: Latency = Field(Latency(), description="How latency_ms is measured.")
-    best: integer(ge=0, le=100) = Field(3, description="How many best-N.yaml files to write.")
+    best: Annotated[int, *integer(ge=0, le=100)] = Field(
+        3, description="How many best-N.yaml files to write."
+    )
 
     def measures(self) -> set[str]:
         """Every measure the sweep reads: objectives and bounded constraints."""

@@ -105,7 +105,7 @@ def train_variant(ctx: Context, number: int, variant: Variant, row: Row, report:
 
     from ghostspec.train import train
 
-    class Reporter(keras.callbacks.Callback):  # type: ignore[misc]
+    class Reporter(keras.callbacks.Callback):
         pruned = False
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
