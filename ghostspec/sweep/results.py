@@ -61,23 +61,25 @@ def to_csv(rows: Sequence[Row]) -> str:
 
 def pareto_front(rows: Iterable[Row], objectives: Mapping[Any, str]) -> list[Row]:
     """The ok rows no other ok row dominates (at least as good everywhere, better somewhere),
-    ordered by the first objective."""
+    ordered by the first objective.
+
+    Points are visited best-first in lexicographic order: a point's dominators all come before
+    it, and one of them is on the front (dominance is transitive), so each point is compared with
+    the front found so far only: thousands of rows in milliseconds, not seconds."""
     names = list(objectives)
     sign = [1.0 if objectives[n] == "minimize" else -1.0 for n in names]
-    points: list[tuple[Row, tuple[float, ...]]] = []
+    points: list[tuple[tuple[float, ...], int, Row]] = []
     for row in rows:
         values = [row.measure(n) for n in names]
         if row.status == "ok" and all(v is not None and math.isfinite(v) for v in values):
-            points.append((row, tuple(s * float(v) for s, v in zip(sign, values, strict=True))))  # type: ignore[arg-type]
-    front = []
-    for row, p in points:
-        dominated = any(
-            all(a <= b for a, b in zip(q, p, strict=True)) and q != p for _, q in points
-        )
-        if not dominated:
-            front.append((row, p))
-    front.sort(key=lambda item: (item[1], item[0].trial))
-    return [row for row, _ in front]
+            point = tuple(s * float(v) for s, v in zip(sign, values, strict=True))  # type: ignore[arg-type]
+            points.append((point, row.trial, row))
+    points.sort(key=lambda item: (item[0], item[1]))
+    front: list[tuple[tuple[float, ...], int, Row]] = []
+    for p, trial, row in points:
+        if not any(q != p and all(a <= b for a, b in zip(q, p, strict=True)) for q, _, _ in front):
+            front.append((p, trial, row))
+    return [row for _, _, row in front]
 
 
 def front_json(front: Sequence[Row], objectives: Mapping[Any, str]) -> str:

@@ -66,23 +66,34 @@ class Variant:
         return ";".join(self.recipe)
 
 
-def _set(tree: Any, path: KeyPath, value: Any) -> None:
+def _set(tree: Any, path: KeyPath, value: Any, owned: set[int]) -> None:
+    """Set a place in a variant's data, copying each container on the way that the variant does
+    not own yet: the base spec's data is shared by every variant and never written."""
     node = tree
     for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
+        child = node[key]
+        if id(child) not in owned:
+            child = list(child) if isinstance(child, list) else dict(child)
+            node[key] = child
+            owned.add(id(child))
+        node = child
+    node[path[-1]] = copy.deepcopy(value) if isinstance(value, list | dict) else value
 
 
 def _stage_of_depth(stage: list[Any], depth: int) -> list[Any]:
-    """The stage's first `depth` blocks; more than it has repeats its last block at stride 1."""
+    """The stage's first `depth` blocks; more than it has repeats its last block at stride 1.
+    The blocks kept are the base's own (shared, never written: see _set)."""
     if depth <= len(stage):
-        return copy.deepcopy(stage[:depth])
-    last = copy.deepcopy(stage[-1])
-    if isinstance(last, list):
-        last[3] = 1
-    elif isinstance(last, dict):
-        last["stride"] = 1
-    return copy.deepcopy(stage) + [copy.deepcopy(last) for _ in range(depth - len(stage))]
+        return stage[:depth]
+    extra = []
+    for _ in range(depth - len(stage)):
+        last = copy.deepcopy(stage[-1])
+        if isinstance(last, list):
+            last[3] = 1
+        elif isinstance(last, dict):
+            last["stride"] = 1
+        extra.append(last)
+    return [*stage, *extra]
 
 
 class Space:
@@ -92,6 +103,32 @@ class Space:
         self.loaded = loaded
         self.decisions = dict(loaded.sweep.space)
         self.base = loaded.spec_data
+        self.paths = {key: parse_key(key) for key in self.decisions}
+        # override texts and depth-changed stages, by what they are made of: a sweep of
+        # thousands of variants writes the same few hundred over and over
+        self.texts: dict[tuple[Any, ...], str] = {}
+        self.stages: dict[tuple[Any, ...], tuple[list[Any], str]] = {}
+        self.places: dict[tuple[Any, ...], list[KeyPath]] = {}
+
+    def _text(self, place: KeyPath, value: Any) -> str:
+        try:
+            key = (place, type(value), value)
+            text = self.texts.get(key)
+        except TypeError:  # an unhashable value (a whole row): written each time
+            return f"{dotted(place)}={yaml_value(value)}"
+        if text is None:
+            if len(self.texts) > 50_000:  # continuous ranges: values rarely repeat
+                self.texts.clear()
+            text = self.texts[key] = f"{dotted(place)}={yaml_value(value)}"
+        return text
+
+    def _stage(self, path: KeyPath, depth: int) -> tuple[list[Any], str]:
+        key = (path, depth)
+        if key not in self.stages:
+            stage = _stage_of_depth(self.base["stages"][path[1]], depth)
+            self.stages[key] = (stage, f"{dotted(path)}={yaml_value(stage)}")
+        stage, text = self.stages[key]
+        return list(stage), text
 
     def values(self, key: str) -> list[Any]:
         """The finite values of a decision (a grid); [] for a continuous one."""
@@ -167,26 +204,43 @@ class Space:
         return out
 
     def variant(self, assignment: Assignment) -> Variant:
-        """The overrides of an assignment, and the spec data they make."""
-        data = copy.deepcopy(self.base)
+        """The overrides of an assignment, and the spec data they make (the base's data, with
+        only the containers on the way to a changed place copied)."""
+        data = dict(self.base)
+        owned = {id(data)}
         spec: list[str] = []
         recipe: list[str] = []
         later: list[tuple[KeyPath, Any]] = []
         for key, value in assignment.items():
-            target, path = parse_key(key)
+            target, path = self.paths[key]
             if target == "recipe":
                 for place in expand(self.loaded.recipe_data, path):
-                    recipe.append(f"{dotted(place)}={yaml_value(value)}")
+                    recipe.append(self._text(place, value))
             elif isinstance(self.decisions[key], Depth):
-                stage = _stage_of_depth(data["stages"][path[1]], int(value))
+                if id(data["stages"]) not in owned:
+                    data["stages"] = list(data["stages"])
+                    owned.add(id(data["stages"]))
+                stage, text = self._stage(path, int(value))
                 data["stages"][path[1]] = stage
-                spec.append(f"{dotted(path)}={yaml_value(stage)}")
+                owned.add(id(stage))
+                spec.append(text)
             else:
                 later.append((path, value))
+        # the places a wildcard matches depend on the data's shape, which only depth decisions
+        # change while every value set is a plain scalar
+        depths = tuple(v for k, v in assignment.items() if isinstance(self.decisions[k], Depth))
+        scalars = all(not isinstance(v, list | dict) for _, v in later)
         for path, value in later:
-            for place in expand(data, path):
-                _set(data, place, copy.deepcopy(value))
-                spec.append(f"{dotted(place)}={yaml_value(value)}")
+            if scalars:
+                shape = (path, depths)
+                places = self.places.get(shape)
+                if places is None:
+                    places = self.places[shape] = expand(data, path)
+            else:
+                places = expand(data, path)
+            for place in places:
+                _set(data, place, value, owned)
+                spec.append(self._text(place, value))
         return Variant(spec=tuple(spec), recipe=tuple(recipe), data=data)
 
 

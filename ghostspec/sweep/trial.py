@@ -33,10 +33,12 @@ class Context:
     data: Path | None
     folder: Path
     latency_cache: dict[str, float]
+    measured: bool  # latency_ms is among the measures (read once: every trial asks)
 
     @classmethod
     def of(cls, loaded: LoadedSweep, data: Path | None, folder: Path) -> Context:
-        return cls(loaded, Space(loaded), CostModel(loaded), data, folder, {})
+        measured = "latency_ms" in loaded.sweep.measures()
+        return cls(loaded, Space(loaded), CostModel(loaded), data, folder, {}, measured)
 
 
 def over(loaded: LoadedSweep, cost: Cost, latency: float | None = None) -> str | None:
@@ -88,7 +90,7 @@ def run_trial(ctx: Context, number: int, assignment: dict[str, Any], report: Rep
     problem = over(ctx.loaded, cost)
     if problem:
         return replace(row, status="over", message=problem)
-    if "latency_ms" in ctx.loaded.sweep.measures():
+    if ctx.measured:
         latency = measure_latency(ctx, variant, cost)
         row = replace(row, latency_ms=latency)
         problem = over(ctx.loaded, cost, latency)
