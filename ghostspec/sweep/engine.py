@@ -25,12 +25,11 @@ from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.language.sweep import LoadedSweep, load_sweep, needs_data
 from ghostspec.sweep.results import Row, render_front, summary, write_outputs
 from ghostspec.sweep.space import Space
+from ghostspec.sweep.study import run_study
 from ghostspec.sweep.trial import Context, over, run_trial
 
 DEFAULT_ROOT = Path("sweeps")
-STUDY = "study.db"
 RECORD = "sweep.json"  # what --resume needs: the sweep file, its overrides and the data
-STUDY_NAME = "ghostspec-sweep"
 PARALLEL_FROM = 400  # variants: below this, worker processes cost more than they save
 Echo = Callable[[str], None]
 
@@ -94,8 +93,13 @@ def run(
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
     echo: Echo = print,
+    hook: Callable[[int], None] | None = None,
 ) -> SweepResult:
-    """Run (or, with `resume`, continue) a sweep and write its folder. Raises SpecError."""
+    """Run (or, with `resume`, continue) a sweep and write its folder. Raises SpecError.
+
+    `engine` "ray" runs the trials on a Ray cluster (`address`, or RAY_ADDRESS; a local Ray
+    without either), each with `cpus_per_trial` and `gpus_per_trial`; `hook` (Ray only) runs in
+    the worker before each trial, given its number."""
     if resume is not None:
         folder = Path(resume)
         record = _read_record(folder)
@@ -103,6 +107,7 @@ def run(
         overrides = overrides or tuple(record["overrides"])
         data = data if data is not None else record["data"]
         storage = storage or record.get("storage")
+        engine = record.get("engine", engine)
     if sweep is None:
         raise _refuse("sweep", "name a sweep file (or --resume SWEEP_DIR)")
     loaded = load_sweep(sweep, overrides)
@@ -113,6 +118,12 @@ def run(
     inputs = [Path(sweep), *([data_path] if data_path else [])]
     if Path(loaded.spec_source).exists():
         inputs.append(Path(loaded.spec_source))
+    if engine not in ("local", "ray"):
+        raise _refuse("--engine", f"{engine} is not an engine", "use local or ray")
+    if engine == "ray":
+        from ghostspec.sweep.cluster import require_ray
+
+        require_ray()  # before any folder is made: the extra's name, exit 2
     if resume is None:
         folder = choose_folder(loaded, None if output is None else Path(output), inputs)
         record = {
@@ -120,6 +131,7 @@ def run(
             "overrides": list(overrides),
             "data": None if data_path is None else str(data_path.resolve()),
             "storage": storage,
+            "engine": engine,
         }
         from ghostspec.files import write_text
 
@@ -130,8 +142,18 @@ def run(
     if engine == "ray":
         from ghostspec.sweep.cluster import run_ray
 
-        run_ray()  # names the extra when Ray is missing; the cluster engine is not done yet
-        rows = []
+        rows = run_ray(
+            ctx,
+            record,
+            budget,
+            resuming=resume is not None,
+            storage=storage,
+            address=address,
+            cpus_per_trial=cpus_per_trial,
+            gpus_per_trial=gpus_per_trial,
+            echo=echo,
+            hook=hook,
+        )
     elif cost_only and loaded.sweep.search in ("grid", "random"):
         rows = run_cost_only(ctx, budget, echo)
     else:
@@ -237,151 +259,4 @@ def run_cost_only(ctx: Context, budget: int, echo: Echo) -> list[Row]:
     return rows
 
 
-# ---------------------------------------------------------------------------------- study
-
-
-def sampler_of(space: Space, search: str, seed: int) -> Any:
-    import optuna
-
-    if search == "grid":
-        return optuna.samplers.GridSampler(space.grid_space(), seed=seed)
-    if search == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if search == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-def open_study(ctx: Context, storage: str | None) -> Any:
-    """The sweep's Optuna study in its storage (created, or loaded to continue)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sweep = ctx.loaded.sweep
-    url = storage or f"sqlite:///{(ctx.folder / STUDY).resolve()}"
-    pruner: Any = (
-        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-        if sweep.pruner == "median"
-        else optuna.pruners.NopPruner()
-    )
-    return optuna.create_study(
-        storage=url,
-        study_name=STUDY_NAME,
-        load_if_exists=True,
-        sampler=sampler_of(ctx.space, sweep.search, sweep.seed),
-        pruner=pruner,
-        directions=list(sweep.objectives.values()),
-    )
-
-
-def requeue_running(study: Any, echo: Echo) -> int:
-    """Trials left running by a stopped sweep: marked interrupted and queued to run again."""
-    from optuna.trial import TrialState
-
-    count = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "status", "interrupted")
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=False)
-        count += 1
-    if count:
-        echo(f"re-running {count} trial(s) that were running when the sweep stopped")
-    return count
-
-
-def rows_of(study: Any) -> list[Row]:
-    """The results table, from the storage alone."""
-    from optuna.trial import TrialState
-
-    rows = []
-    for trial in study.get_trials(deepcopy=False):
-        attrs = trial.user_attrs
-        status = attrs.get("status")
-        if status is None:
-            status = "running" if trial.state == TrialState.RUNNING else "failed"
-        known = {k: attrs[k] for k in Row.__dataclass_fields__ if k in attrs}
-        known.update(trial=trial.number, status=status)
-        rows.append(Row(**{"overrides": "", **known}))
-    return rows
-
-
-def run_study(
-    ctx: Context, budget: int, storage: str | None, resuming: bool, echo: Echo
-) -> list[Row]:
-    import optuna
-    from optuna.trial import TrialState
-
-    study = open_study(ctx, storage)
-    if resuming:
-        requeue_running(study, echo)
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    remaining = max(0, budget - done)
-    if ctx.loaded.sweep.search == "grid":
-        remaining = min(remaining, max(0, int(min(ctx.space.size(), budget)) - done))
-    names = list(ctx.loaded.sweep.objectives)
-    progress = Progress(echo, budget, names)
-
-    def objective(trial: Any) -> Any:
-        assignment = ctx.space.suggest(trial)
-
-        def report(epoch: int, value: float) -> bool:
-            if len(names) > 1:  # Optuna prunes single-objective studies only
-                return False
-            trial.report(value, epoch)
-            return bool(trial.should_prune())
-
-        row = run_trial(ctx, trial.number, assignment, report)
-        for key, value in row.__dict__.items():
-            if key != "trial" and value is not None:
-                trial.set_user_attr(key, value)
-        progress.add(row)
-        if row.status != "ok":
-            raise optuna.TrialPruned(row.message or row.status)
-        return tuple(float(row.measure(n) or 0.0) for n in names)
-
-    minutes = ctx.loaded.sweep.budget.minutes
-    if remaining:
-        study.optimize(
-            objective, n_trials=remaining, timeout=None if minutes is None else minutes * 60
-        )
-    progress.close()
-    return rows_of(study)
-
-
-class Progress:
-    """One line per trial: done, pruned, the best so far (a terminal sees it rewritten)."""
-
-    def __init__(self, echo: Echo, budget: int, objectives: Sequence[str]) -> None:
-        self.echo, self.budget, self.objectives = echo, budget, objectives
-        self.rows: list[Row] = []
-        self.tty = echo is print and sys.stdout.isatty()
-
-    def add(self, row: Row) -> None:
-        self.rows.append(row)
-        counts = summary(self.rows)
-        first = self.objectives[0]
-        ok = [r for r in self.rows if r.status == "ok" and r.measure(first) is not None]
-        best = ""
-        if ok:
-            top = (
-                max(ok, key=lambda r: r.measure(first) or 0.0)
-                if first == "val_top1"
-                else min(ok, key=lambda r: r.measure(first) or 0.0)
-            )
-            best = f"; best {first} {top.measure(first):.4g} (trial {top.trial})"
-        line = (
-            f"trial {len(self.rows)}/{self.budget}: {counts['ok']} ok, {counts['pruned']} pruned, "
-            f"{counts['over']} over, {counts['invalid']} invalid{best}"
-        )
-        if self.tty:
-            sys.stdout.write("\r\033[K" + line)
-            sys.stdout.flush()
-        else:
-            self.echo(line)
-
-    def close(self) -> None:
-        if self.tty and self.rows:
-            sys.stdout.write("\n")
-
-
-__all__ = ["DEFAULT_ROOT", "SweepResult", "choose_folder", "over", "rows_of", "run"]
+__all__ = ["DEFAULT_ROOT", "SweepResult", "assignments", "choose_folder", "cost_many", "over", "run"]

@@ -96,6 +96,32 @@ def _stage_of_depth(stage: list[Any], depth: int) -> list[Any]:
     return [*stage, *extra]
 
 
+def suggest(decisions: Mapping[str, Any], trial: Any) -> dict[str, Any]:
+    """An assignment from an Optuna trial (choices by index, so any YAML value works); a
+    function of the decisions alone, so Ray Tune's search can pickle what calls it."""
+    out: dict[str, Any] = {}
+    for key, decision in decisions.items():
+        if isinstance(decision, Choice):
+            index = trial.suggest_categorical(key, list(range(len(decision.choice))))
+            out[key] = decision.choice[index]
+        elif isinstance(decision, Depth):
+            out[key] = trial.suggest_categorical(key, list(decision.depth))
+        elif isinstance(decision, Range):
+            lo, hi = decision.range
+            if decision.whole and decision.step:
+                out[key] = trial.suggest_int(key, int(lo), int(hi), step=int(decision.step))
+            elif decision.step:
+                grid = decision.grid()
+                out[key] = trial.suggest_float(key, lo, grid[-1], step=decision.step)
+                out[key] = min(grid, key=lambda v: abs(v - out[key]))  # float noise
+            else:
+                out[key] = trial.suggest_float(key, lo, hi)
+        else:
+            lo, hi = decision.log_range
+            out[key] = trial.suggest_float(key, lo, hi, log=True)
+    return out
+
+
 class Space:
     """The sweep's decisions, in the order the file lists them."""
 
@@ -171,27 +197,7 @@ class Space:
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """An assignment from an Optuna trial (choices by index, so any YAML value works)."""
-        out: dict[str, Any] = {}
-        for key, decision in self.decisions.items():
-            if isinstance(decision, Choice):
-                index = trial.suggest_categorical(key, list(range(len(decision.choice))))
-                out[key] = decision.choice[index]
-            elif isinstance(decision, Depth):
-                out[key] = trial.suggest_categorical(key, list(decision.depth))
-            elif isinstance(decision, Range):
-                lo, hi = decision.range
-                if decision.whole and decision.step:
-                    out[key] = trial.suggest_int(key, int(lo), int(hi), step=int(decision.step))
-                elif decision.step:
-                    grid = decision.grid()
-                    out[key] = trial.suggest_float(key, lo, grid[-1], step=decision.step)
-                    out[key] = min(grid, key=lambda v: abs(v - out[key]))  # float noise
-                else:
-                    out[key] = trial.suggest_float(key, lo, hi)
-            else:
-                lo, hi = decision.log_range
-                out[key] = trial.suggest_float(key, lo, hi, log=True)
-        return out
+        return suggest(self.decisions, trial)
 
     def grid_space(self) -> dict[str, list[Any]]:
         """Optuna's GridSampler space: the values suggest() asks for."""
@@ -244,4 +250,4 @@ class Space:
         return Variant(spec=tuple(spec), recipe=tuple(recipe), data=data)
 
 
-__all__ = ["Assignment", "Space", "Variant", "yaml_value"]
+__all__ = ["Assignment", "Space", "Variant", "suggest", "yaml_value"]
