@@ -166,21 +166,6 @@ def test_front_is_the_non_dominated_set(points: list[tuple[int, int, str]]) -> N
     assert front == expected
 
 
-def test_missing_ray_names_the_extra(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli(
-        [
-            "sweep",
-            str(_write(tmp_path, "a.yaml", COST)),
-            "--engine",
-            "ray",
-            "-o",
-            str(tmp_path / "o"),
-        ]
-    )
-    assert code == 2
-    assert "ghostspec[sweep]" in capsys.readouterr().err
-
-
 def test_trained_sweep_writes_every_output_and_resumes(tmp_path: Path) -> None:
     data = make_shapes(tmp_path / "shapes", classes=4, per_class=24)
     spec = _write(tmp_path, "tiny.yaml", TINY)

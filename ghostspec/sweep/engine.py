@@ -259,4 +259,12 @@ def run_cost_only(ctx: Context, budget: int, echo: Echo) -> list[Row]:
     return rows
 
 
-__all__ = ["DEFAULT_ROOT", "SweepResult", "assignments", "choose_folder", "cost_many", "over", "run"]
+__all__ = [
+    "DEFAULT_ROOT",
+    "SweepResult",
+    "assignments",
+    "choose_folder",
+    "cost_many",
+    "over",
+    "run",
+]

@@ -20,7 +20,6 @@ STUDY_NAME = "ghostspec-sweep"
 Echo = Callable[[str], None]
 
 
-
 def sampler_of(space: Space, search: str, seed: int) -> Any:
     import optuna
 
