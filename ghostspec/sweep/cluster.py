@@ -49,7 +49,7 @@ _QUIET = {
 def require_ray() -> None:
     """Ray Tune and its Optuna search importable, or a SpecError naming the extra."""
     try:
-        import ray  # noqa: F401
+        import ray
         import ray.tune  # noqa: F401
         from ray.tune.search.optuna import OptunaSearch  # noqa: F401
     except ImportError:
