@@ -217,7 +217,8 @@ def run_ray(
                 ),
             )
         grid = tuner.fit()
-        return _rows(ctx, [(r.config, r.metrics, r.error) for r in grid])
+        results = [grid[i] for i in range(len(grid))]
+        return _rows(ctx, [(r.config, r.metrics, r.error) for r in results])
     finally:
         ray.shutdown()
 
@@ -232,7 +233,7 @@ def _rows(ctx: Context, results: Sequence[tuple[Any, Any, Any]]) -> list[Row]:
         number = int(config["number"])
         variant = ctx.space.variant(dict(config["assignment"]))
         known = {k: v for k, v in (metrics or {}).items() if k in names and k != "trial"}
-        base = {"overrides": variant.text, "hp": variant.hp_text}
+        base: dict[str, Any] = {"overrides": variant.text, "hp": variant.hp_text}
         if error is not None and not known.get("status"):
             row = Row(trial=number, status="failed", message=str(error).splitlines()[0], **base)
         else:
@@ -250,7 +251,7 @@ class _Progress:
     def __new__(cls, ctx: Context, budget: int, echo: Echo) -> Any:
         from ray.tune import Callback
 
-        class Reporter(Callback):  # type: ignore[misc]
+        class Reporter(Callback):
             def __init__(self) -> None:
                 self.progress = Progress(echo, budget, list(ctx.loaded.sweep.objectives))
 
