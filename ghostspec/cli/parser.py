@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser(
-        "validate", help="check specs and recipes and report every problem with its place"
+        "validate",
+        help="check specs, recipes and sweeps and report every problem with its place",
     )
-    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE")
+    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE|SWEEP")
     _add_overrides(p)
     _add_overrides(p, "--hp", "hyperparameters")
     p.add_argument("--format", choices=["text", "json"], default="text")
@@ -62,20 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("schema", help="print, write or check the editor JSON Schemas")
     p.add_argument("-o", "--output", metavar="PATH", help="write the schema to PATH")
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--recipe", action="store_true", help="the training-recipe schema instead of the spec's"
+    )
+    which.add_argument(
+        "--sweep", action="store_true", help="the sweep schema instead of the spec's"
     )
     p.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 if a committed schema is stale: PATH, or both schemas/ghostspec.schema.json "
-        "and schemas/ghostspec-recipe.schema.json",
+        help="exit 1 if a committed schema is stale: PATH, or all three in schemas/ "
+        "(ghostspec, ghostspec-recipe and ghostspec-sweep .schema.json)",
     )
 
     p = commands.add_parser(
-        "fmt", help="rewrite specs and recipes in the canonical layout, comments kept"
+        "fmt", help="rewrite specs, recipes and sweeps in the canonical layout, comments kept"
     )
-    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE")
+    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE|SWEEP")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
 
     p = commands.add_parser("plot", help="draw the network block by block (SVG or PNG)")
