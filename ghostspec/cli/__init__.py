@@ -60,8 +60,9 @@ __all__ = [
     "run",
 ]
 
-# Commands that load TensorFlow: their terminal is kept quiet (ghostspec.quiet).
-TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile", "evaluate", "train"})
+# Commands that load TensorFlow (a sweep does for latency and training): their terminal is kept
+# quiet (ghostspec.quiet).
+TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile", "evaluate", "train", "sweep"})
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
