@@ -51,7 +51,7 @@ def main() -> None:
     data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(args.batch, True).cache()
 
     def setup(strategy: object, kind: precision.Precision, fused: bool = True) -> object:
-        """The model as `ghostspec train` builds it (ghostspec/train/loop.py, _Session._build)."""
+        """The model as `ghostspec train` builds it (ghostspec/train/build.py, build_training)."""
         replicas = strategy.num_replicas_in_sync  # type: ignore[attr-defined]
         with strategy.scope():  # type: ignore[attr-defined]
             with precision.policy(kind):

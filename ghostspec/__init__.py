@@ -38,6 +38,7 @@ __all__ = [
     "make_divisible",
     "models",
     "plan",
+    "predict",
 ]
 
 __version__ = "0.1.0"
@@ -79,3 +80,20 @@ def export_state_dict(model: Any, source: SpecSource | Plan | None = None) -> di
     from ghostspec.keras.weights import export_state_dict as _export
 
     return _export(model, source)
+
+
+def predict(
+    model: str | Path,
+    images: str | Path | list[str | Path] | tuple[str | Path, ...],
+    *,
+    top_k: int | None = None,
+    batch: int = 32,
+) -> list[dict[str, Any]]:
+    """Top-k classes of images (files, folders, globs) with a run folder, a .keras file or a
+    .tflite or .onnx exported by ghostspec: one record per readable image, the same as
+    `ghostspec predict --format json` prints (`top_k` None: 5, or all classes when fewer).
+    Unreadable files are logged and skipped."""
+    from ghostspec.predictor import predict as _predict
+
+    result = _predict(model, images, top_k=top_k, batch=batch)
+    return [record.to_json() for record in result.records]

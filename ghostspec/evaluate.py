@@ -1,8 +1,9 @@
 """Accuracy of a model on an image folder: top-1, top-5, loss, per-class accuracy, confusion.
 
-The model comes from a run folder (its best.keras and classes), a .keras file, or a spec with
---weights. Images get the evaluation preprocessing (`data.images.eval_preprocess`) with the
-model's own mean, std, input size and crop_pct when its metadata has them. The loss is the sparse
+The model comes from `ghostspec.deploy.source.resolve`: a run folder (its best.keras and
+classes), a .keras file, an exported .tflite or .onnx, or a spec with --weights. Images get the
+evaluation preprocessing (`data.images.eval_preprocess`) with the model's own mean, std, input
+size and crop_pct when its metadata has them. The loss is the sparse
 categorical cross-entropy, from logits, or from probabilities for a model ending in softmax
 (computed as Keras does: rows renormalised and clipped to [1e-7, 1 - 1e-7]).
 """
@@ -10,84 +11,35 @@ categorical cross-entropy, from logits, or from probabilities for a model ending
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ghostspec.data.images import DEFAULT_CROP_PCT
-from ghostspec.data.scoring import Evaluation, is_probability_model, label_map, metrics
+from ghostspec.data.scoring import Evaluation, label_map, metrics
+from ghostspec.deploy.source import ResolvedModel, resolve
 from ghostspec.diagnostics import Diagnostic, SpecError
 
 if TYPE_CHECKING:
-    import keras
     import tensorflow as tf
 
-    from ghostspec.keras.modelfile import ModelMetadata
 
-DEFAULT_SIZE = 224  # for a model that accepts any input size and carries no metadata
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A model ready to evaluate and what it says about its inputs and classes."""
-
-    model: keras.Model
-    name: str
-    classes: tuple[str, ...] | None
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    input_size: tuple[int, int]
-    crop_pct: float
-
-
-def predict(model: Any, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs and labels over a dataset of (x, y) batches, in inference mode."""
-    import tensorflow as tf
-
-    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+def predict(
+    run: Callable[[np.ndarray], np.ndarray], dataset: tf.data.Dataset
+) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs and labels over a dataset of (x, y) batches, `run` being the model's runner."""
     outputs, labels = [], []
     for x, y in dataset:
-        outputs.append(np.asarray(step(x), np.float32))
+        outputs.append(np.asarray(run(x.numpy()), np.float32))
         labels.append(y.numpy())
     if not outputs:
         return np.zeros((0, 0), np.float32), np.zeros((0,), np.int32)
     return np.concatenate(outputs), np.concatenate(labels)
 
 
-# loading the model ---------------------------------------------------------------------------
-
-
 def _error(file: str | Path, message: str, hint: str | None = None) -> SpecError:
     return SpecError([Diagnostic(file=str(file), message=message, hint=hint)])
-
-
-def load_keras_file(path: Path) -> tuple[Any, ModelMetadata | None]:
-    """(model, metadata or None) of a .keras file, through the one loader (bounded archive,
-    safe mode, ghostspec's layers registered, one-line errors)."""
-    from ghostspec.keras.modelfile import load_model_file
-
-    loaded = load_model_file(path, compile=False)
-    return loaded.model, loaded.metadata
-
-
-def _read_classes_txt(path: Path) -> tuple[str, ...] | None:
-    from ghostspec.files import read_regular_file
-
-    if not path.is_file():
-        return None
-    text = read_regular_file(path, 16 * 2**20, "class list").decode("utf-8", "replace")
-    names = tuple(line.strip() for line in text.splitlines() if line.strip())
-    return names or None
-
-
-def _static_size(model: Any, file: Path) -> tuple[int, int] | None:
-    from ghostspec.keras.modelfile import image_input_shape
-
-    h, w, _ = image_input_shape(model, str(file))
-    return None if h is None or w is None else (h, w)
 
 
 def load_source(
@@ -95,79 +47,20 @@ def load_source(
     *,
     weights: str | Path | None = None,
     overrides: Sequence[str] = (),
-) -> ModelSource:
-    """A run folder (best.keras + classes.txt), a .keras file, or a spec with weights."""
-    from ghostspec.plan.ir import IMAGENET_MEAN, IMAGENET_STD
+) -> ResolvedModel:
+    """A run folder, a .keras file, an exported .tflite or .onnx, or a spec with weights
+    (`ghostspec.deploy.source.resolve`, the one answer to "what model is this?")."""
+    return resolve(source, weights=weights, overrides=overrides)
 
-    path = Path(source)
-    if path.is_dir() or path.suffix.lower() == ".keras":
-        if weights or overrides:
-            raise _error(
-                source,
-                "--weights and --set apply to specs, not to a saved model or run folder",
-                "drop them, or evaluate the spec with --weights",
-            )
-        classes_txt = None
-        if path.is_dir():
-            model_file = path / "best.keras"
-            if not model_file.is_file():
-                raise _error(
-                    path,
-                    "is not a run folder: it has no best.keras",
-                    "pass a run folder written by `ghostspec train`, a .keras file or a spec",
-                )
-            classes_txt = _read_classes_txt(path / "classes.txt")
-        else:
-            model_file = path
-        model, meta = load_keras_file(model_file)
-        static = _static_size(model, model_file)
-        channels = int(model.inputs[0].shape[-1])
-        default_mean = IMAGENET_MEAN if channels == 3 else (0.0,) * channels
-        default_std = IMAGENET_STD if channels == 3 else (1.0,) * channels
-        # a fixed-size model is fed its own size; one that takes any size, the size it was
-        # trained at (its metadata), else the usual 224
-        size = static or (meta and meta.input_size) or (DEFAULT_SIZE, DEFAULT_SIZE)
-        return ModelSource(
-            model=model,
-            name=model.name,
-            classes=(meta and meta.classes) or classes_txt,
-            mean=tuple((meta and meta.mean) or default_mean),
-            std=tuple((meta and meta.std) or default_std),
-            input_size=(int(size[0]), int(size[1])),
-            crop_pct=float((meta and meta.crop_pct) or DEFAULT_CROP_PCT),
-        )
-    from ghostspec.keras.build import build as build_model_from
-    from ghostspec.plan import pipeline
 
-    plan = pipeline.plan(str(source), list(overrides))
-    if weights is None:
+def _output_classes(loaded: ResolvedModel) -> int:
+    if loaded.outputs is None:
         raise _error(
-            source,
-            "a spec alone is an untrained model; evaluating it measures nothing",
-            "pass --weights PATH, a .keras file or a run folder",
-        )
-    model = build_model_from(plan, weights=weights)
-    h, w, _ = plan.input_shape
-    return ModelSource(
-        model=model,
-        name=plan.name,
-        classes=None,
-        mean=tuple(plan.mean),
-        std=tuple(plan.std),
-        input_size=(DEFAULT_SIZE, DEFAULT_SIZE) if h is None or w is None else (h, w),
-        crop_pct=DEFAULT_CROP_PCT,
-    )
-
-
-def _output_classes(model: Any) -> int:
-    shape = model.outputs[0].shape
-    if len(shape) != 2 or shape[-1] is None:
-        raise _error(
-            model.name,
-            f"the model's output has shape {tuple(shape)}, not class scores [N, classes]",
+            loaded.path,
+            "the model's output is not class scores [N, classes]",
             "evaluate a classifier (a spec with include_top: true)",
         )
-    return int(shape[-1])
+    return loaded.outputs
 
 
 def evaluate(
@@ -199,25 +92,22 @@ def evaluate(
         raise _error(folder.root, f"the {split} split holds no images")
     checked = check_samples(samples, strict=strict)  # before loading the model: fail early
     loaded = load_source(source, weights=weights, overrides=overrides)
-    outputs = _output_classes(loaded.model)
+    outputs = _output_classes(loaded)
     names, mapping = label_map(loaded.classes, folder.classes, outputs, folder.root)
-    channels = int(loaded.model.inputs[0].shape[-1])
     dataset = eval_dataset(
         checked,
         size=loaded.input_size,
-        channels=channels,
+        channels=loaded.channels,
         mean=loaded.mean,
         std=loaded.std,
         crop_pct=loaded.crop_pct,
         batch=batch_size,
         strict=strict,
     )
-    out, labels = predict(loaded.model, dataset)
+    out, labels = predict(loaded.run, dataset)
     if len(labels) == 0:
         raise _error(folder.root, f"none of the {split} images could be decoded")
-    result = metrics(
-        out, mapping[labels], names, from_logits=not is_probability_model(loaded.model)
-    )
+    result = metrics(out, mapping[labels], names, from_logits=not loaded.probabilities)
     skipped = len(samples) - result.count
     return Evaluation(**{**result.__dict__, "skipped": skipped})
 

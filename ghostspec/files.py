@@ -120,18 +120,34 @@ def _check_not_an_input(target: Path, inputs: Iterable[PathLike | None]) -> None
             )
 
 
+def _check_not_inside(target: Path, folders: Iterable[PathLike | None]) -> None:
+    for folder in folders:
+        if folder is None or not str(folder) or not Path(folder).is_dir():
+            continue
+        if _inside(target, Path(folder)):
+            raise _refuse(
+                target,
+                f"lies inside the input folder {str(folder)!r}; written there, the output would "
+                "become one of the files the command reads",
+                "write it outside that folder",
+            )
+
+
 def check_output(
     target: PathLike,
     *,
     inputs: Iterable[PathLike | None] = (),
     suffixes: tuple[str, ...] = (),
     what: str = "output file",
+    folders: Iterable[PathLike | None] = (),
 ) -> Path:
     """The output file `target`, checked before any work: its suffix (case-insensitive), its
-    folder, that it is not a folder or a device, and that it is none of `inputs` (the same
-    file under any name: symlinks and hard links compare equal). Raises SpecError."""
+    folder, that it is not a folder or a device, that it is none of `inputs` (the same file
+    under any name: symlinks and hard links compare equal) and lies inside none of the input
+    `folders` (a folder of images read). Raises SpecError."""
     path = Path(target)
     _check_not_an_input(path, inputs)
+    _check_not_inside(path, folders)
     if suffixes and path.suffix.lower() not in suffixes:
         names = " or ".join(suffixes)
         raise _refuse(

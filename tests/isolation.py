@@ -27,3 +27,19 @@ def assert_imports_no_framework(script: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# Runs a script with TensorFlow unimportable, as on a machine where it is not installed:
+# `import tensorflow` raises ImportError (None in sys.modules), and so does Keras' lazy import.
+BLOCK_TENSORFLOW = """
+import runpy, sys
+sys.modules["tensorflow"] = None
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def without_tensorflow(command: list[str]) -> list[str]:
+    """The argv that runs the script `command[0]` with arguments `command[1:]` without
+    TensorFlow."""
+    return [sys.executable, "-c", BLOCK_TENSORFLOW, *command]

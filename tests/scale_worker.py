@@ -36,13 +36,13 @@ def main() -> int:
     import numpy as np
 
     from ghostspec import cli
-    from ghostspec.train import callbacks, loop
+    from ghostspec.train import callbacks, session
 
     dumps: list[str] = list(config.get("dumps") or [])
     if config.get("dump"):
         dumps.append(config["dump"])
     if dumps:
-        fit = loop._Session._fit
+        fit = session._Session._fit
 
         def values(built: Any) -> list[Any]:
             found = [np.asarray(v.numpy()) for v in built.model.weights]
@@ -55,7 +55,7 @@ def main() -> int:
             np.savez(target, *values(built))
             return result
 
-        loop._Session._fit = recording  # type: ignore[method-assign]
+        session._Session._fit = recording  # type: ignore[method-assign]
     kill_at = config.get("kill_at")
     if kill_at:
         step = callbacks.EpochClock.on_train_batch_end

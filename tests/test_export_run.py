@@ -92,9 +92,11 @@ def _val_tensors(root: Path, meta: ModelMetadata, **split: Any) -> tuple[np.ndar
 
 def _direct_top1(run: Path, tflite: Path, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(int8 top-1, float top-1) by hand: the TFLite file and the Keras model on `x`."""
+    from ghostspec.deploy.tflite import run_tflite
+
     model = load_model_file(run / "best.keras", compile=False).model
     float_top1 = float(np.mean(np.asarray(model(x, training=False)).argmax(1) == y))
-    int8_top1 = float(np.mean(tflite.run_tflite(tflite.read_bytes(), x).argmax(1) == y))
+    int8_top1 = float(np.mean(run_tflite(tflite.read_bytes(), x).argmax(1) == y))
     return int8_top1, float_top1
 
 
@@ -126,7 +128,7 @@ def test_a_run_folder_exports_its_fused_best_model_with_fp32_parity(
     report = json.loads(capsys.readouterr().out)
     assert report["path"] == "tiny-1.tflite" and Path("tiny-1.tflite").is_file()
     assert report["parity"]["max_abs_diff"] <= 1e-4 and report["int8_accuracy"] is None
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-1.tflite"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-1.tflite", "tiny-1.tflite.json"]
 
 
 def test_a_ghostnetv3_model_is_fused_by_the_spec_in_its_metadata(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from strategies import spec_documents
 import ghostspec
 from ghostspec.keras import build_model
 from ghostspec.language.spec import Spec
-from ghostspec.plan.ir import Plan
+from ghostspec.plan.ir import Plan, layer_name
 
 # Each example builds a Keras model (a fraction of a second on 2 cores); keep the count small.
 SETTINGS = settings(
@@ -71,7 +71,7 @@ def test_model_has_the_plans_shapes_and_counts(doc: dict[str, Any], data: st.Dat
     assert model.output.shape[1:] == plan.output_shape
 
     concrete, (h, w) = sized(spec, plan, data)
-    blocks = [model.get_layer(f"{b.name}.add").output for b in plan.blocks]
+    blocks = [model.get_layer(layer_name(b.name, "add")).output for b in plan.blocks]
     probe = keras.Model(model.input, [*blocks, model.output])
     x = np.random.default_rng(0).normal(size=(2, h, w, plan.input_shape[2])).astype("float32")
     *block_outputs, output = probe(x, training=False)

@@ -234,10 +234,10 @@ def test_mixed_float16_is_refused_on_a_cpu(
 
 
 def _session(spec: Path, data: Path, tmp: Path, hp: list[str]) -> Any:
-    from ghostspec.train import loop
+    from ghostspec.train import session
 
-    setup = loop.prepare(spec, data, hp=[*BASE_HP, *hp], output=tmp / "unused")
-    return loop._Session(setup, print, sys.stderr)
+    setup = session.prepare(spec, data, hp=[*BASE_HP, *hp], output=tmp / "unused")
+    return session._Session(setup, print, sys.stderr)
 
 
 def _build(session: Any) -> tuple[Any, Any]:
@@ -270,18 +270,18 @@ def test_mixed_bfloat16_trains_resumes_and_exports_float32(
     """A GhostNetV3 spec: its deploy.keras is fused from the float32 best.keras."""
     from ghostspec.deploy import export
     from ghostspec.keras.modelfile import load_model_file
-    from ghostspec.train import callbacks, loop
+    from ghostspec.train import callbacks, session
 
     spec = tmp_path / "tiny_v3.yaml"
     spec.write_text(TINY.replace("name: tiny", "name: tiny_v3\nghost: {branches: 2}"))
     seen: dict[str, Any] = {}
-    fit = loop._Session._fit
+    fit = session._Session._fit
 
     def recording(self: Any, built: Any, *args: Any, **kwargs: Any) -> Any:
         seen["net"] = built.net
         return fit(self, built, *args, **kwargs)
 
-    monkeypatch.setattr(loop._Session, "_fit", recording)
+    monkeypatch.setattr(session._Session, "_fit", recording)
     original = callbacks.EpochClock.on_train_batch_end
     steps = {"n": 0}
 

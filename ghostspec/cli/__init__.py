@@ -33,6 +33,7 @@ from ghostspec.cli.exit_codes import (
     Terminated,
 )
 from ghostspec.cli.parser import build_parser
+from ghostspec.cli.predict_commands import cmd_predict
 from ghostspec.cli.spec_commands import (
     cmd_fmt,
     cmd_inspect,
@@ -62,7 +63,9 @@ __all__ = [
 
 # Commands that load TensorFlow (a sweep does for latency and training): their terminal is kept
 # quiet (ghostspec.quiet).
-TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile", "evaluate", "train", "sweep"})
+TENSORFLOW_COMMANDS = frozenset(
+    {"build", "export", "profile", "evaluate", "predict", "train", "sweep"}
+)
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
@@ -75,6 +78,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build,
     "export": cmd_export,
     "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
     "train": cmd_train,
     "sweep": cmd_sweep,
 }

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.to == "keras-hub":
+        return _export_keras_hub(args)
     from ghostspec.deploy import export
     from ghostspec.deploy.calibration import (
         DEFAULT_SAMPLES,
@@ -120,6 +122,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             preprocessing=pre,
             reference_model=built,
             memory=memory,
+            classes=classes,
+            name=name,
         )
     except export.ExportFault as fault:
         print(f"ghostspec: export failed: {fault}", file=sys.stderr)
@@ -152,6 +156,47 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     if accuracy is not None:
         print(f"  {accuracy.line()}")
+    return EXIT_OK
+
+
+def _export_keras_hub(args: argparse.Namespace) -> int:
+    """A run folder or a .keras file as a keras-hub preset folder (ghostspec.hub.preset)."""
+    from ghostspec.deploy.source import saved_source
+    from ghostspec.hub import require_keras_hub
+
+    require_keras_hub("--to keras-hub")
+    from ghostspec.hub.preset import export_preset
+
+    unused = {
+        "--input-size": args.input_size,
+        "--batch": args.batch,
+        "--quantize": None if args.quantize == "none" else args.quantize,
+        "--calibration": args.calibration,
+        "--eval-data": args.eval_data,
+        "--weights": args.weights,
+        "--set": args.overrides or None,
+    }
+    problems = [
+        Diagnostic(file=flag, message="does not apply to --to keras-hub")
+        for flag, value in unused.items()
+        if value is not None
+    ]
+    saved = saved_source(args.source)
+    if saved is None:
+        problems.append(
+            Diagnostic(
+                file=args.source,
+                message="a keras-hub preset is made from a trained model: a run folder or a "
+                ".keras file written by ghostspec",
+                hint="for a spec, use ghostspec.hub.GhostNetBackbone(spec) in Python",
+            )
+        )
+    if problems:
+        raise SpecError(problems)
+    assert saved is not None
+    stem = saved.run.resolve().name if saved.run is not None else saved.path.stem
+    output = export_preset(args.source, args.output or f"{stem}_keras_hub")
+    print(f"wrote {output} (keras-hub preset: GhostNetBackbone, GhostNetImageClassifier)")
     return EXIT_OK
 
 

@@ -90,11 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "export",
-        help="write a deployable artifact (SavedModel, TFLite, ONNX), parity-checked",
+        help="write a deployable artifact (SavedModel, TFLite, ONNX, keras-hub preset), "
+        "parity-checked",
         parents=[verbose],
     )
     p.add_argument("source", metavar="SPEC|MODEL.keras|RUN_DIR")
-    p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx"])
+    p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx", "keras-hub"])
     p.add_argument(
         "-o", "--output", metavar="PATH", help="default: named after the model (or the run)"
     )
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_overrides(p)
 
+    _add_predict(commands, verbose)
+
     p = commands.add_parser(
         "build", help="compile a spec into a Keras model file (.keras)", parents=[verbose]
     )
@@ -223,13 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last epoch")
     p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
     _add_overrides(p)
-    _add_sweep(commands)
+    _add_sweep(commands, verbose)
     return parser
 
 
-def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_sweep(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    verbose: argparse.ArgumentParser,
+) -> None:
     p = commands.add_parser(
-        "sweep", help="search a space of variants for the best trade-offs; writes a sweep folder"
+        "sweep",
+        help="search a space of variants for the best trade-offs; writes a sweep folder",
+        parents=[verbose],
     )
     p.add_argument("sweep", nargs="?", metavar="SWEEP", help="the sweep file (ghostspec-sweep: 1)")
     p.add_argument("--data", metavar="DIR", help="an image folder: each trial is a train run")
@@ -242,6 +250,35 @@ def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N")
     _add_overrides(p)
+
+
+def _add_predict(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    verbose: argparse.ArgumentParser,
+) -> None:
+    p = commands.add_parser(
+        "predict",
+        help="top-k classes of images with a run folder, .keras, .tflite or .onnx model",
+        parents=[verbose],
+    )
+    p.add_argument("model", metavar="MODEL", help="RUN_DIR, MODEL.keras, .tflite or .onnx")
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB", help="folders are walked")
+    p.add_argument(
+        "--top-k", type=int, metavar="K", help="classes per image (5, or all when fewer)"
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "json", "csv"],
+        help="default: from -o's suffix (.json, .csv), else table",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (.txt, .json, .csv)")
+    p.add_argument("--batch", type=int, default=32, metavar="N", help="images per batch (32)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (default: on a terminal, for long lists)",
+    )
 
 
 def _version() -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ghostspec.data.images import DEFAULT_CROP_PCT, IMAGE_SUFFIXES, ImageInfo, check_files
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.needs import require_tensorflow
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -397,6 +398,7 @@ def train_dataset(
     (checked once, up front, by the caller); otherwise they are checked here. `start_epoch`
     makes the first pass over the dataset epoch `start_epoch`'s order and augmentation (resume).
     """
+    require_tensorflow("the tf.data input pipeline")
     import tensorflow as tf
 
     from ghostspec.data import augment as aug
@@ -505,6 +507,7 @@ def eval_dataset(
 ) -> tf.data.Dataset:
     """Batches of (float32 [B, H, W, C], int32 [B]) in sample order with the evaluation
     preprocessing (`ghostspec.data.images.eval_preprocess`); the last batch may be smaller."""
+    require_tensorflow("the tf.data input pipeline")
     import tensorflow as tf
 
     from ghostspec.data.images import eval_preprocess

@@ -11,7 +11,9 @@ then (x - mean) / std with the spec's `input.mean` and `input.std`. Which images
 `deploy.calibration.calibration_images`'s choice (a folder of images, or the train split of an
 image folder). `random:N` draws N standard-normal batches instead (a smoke run: it exercises the
 pipeline, not the accuracy). Run folders and int8 accuracy: `ghostspec.deploy.source`,
-`ghostspec.deploy.quantized`.
+`ghostspec.deploy.quantized`. A TFLite or ONNX artifact carries what running it on images needs
+(class names, preprocessing, input size: `ghostspec.deploy.artifact`), inside the ONNX file and
+beside the TFLite file as `<file>.json`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ghostspec.data import images
+from ghostspec.deploy import artifact as artifacts
 from ghostspec.deploy.calibration import (
     DEFAULT_SOURCE,
     CalibrationImages,
@@ -50,8 +53,9 @@ from ghostspec.files import (
     scratch_environment_tempdir,
     write_error,
 )
+from ghostspec.needs import require_tensorflow
 from ghostspec.plan.fuse import fuse_plan
-from ghostspec.plan.ir import IMAGENET_MEAN, IMAGENET_STD, Plan
+from ghostspec.plan.ir import IMAGENET_MEAN, IMAGENET_STD, Plan, reference_name
 from ghostspec.plan.memory import (
     USABLE_FRACTION,
     ExportMemory,
@@ -340,7 +344,10 @@ def check_artifact_path(
     format's suffix. Neither may be one of `inputs`. Raises SpecError."""
     if to == "savedmodel":
         return check_output_folder(output, inputs=inputs)
-    return check_output(output, inputs=inputs, suffixes=SUFFIXES[to], what=f"{to} file")
+    path = check_output(output, inputs=inputs, suffixes=SUFFIXES[to], what=f"{to} file")
+    if to == "tflite":  # its metadata goes beside it
+        artifacts.check_sidecar_target(path, inputs)
+    return path
 
 
 def parity_batch(shape: tuple[int, int, int], size: int) -> np.ndarray:
@@ -427,7 +434,7 @@ def model_footprint(model: Any, image: tuple[int, int, int]) -> Footprint:
     groups: list[int] = []
     last = None
     for layer, size in zip(layers, sizes, strict=False):
-        name = re.match(r"blocks\.\d+\.\d+|[^.]+", layer.name)
+        name = re.match(r"blocks\.\d+\.\d+|[^.]+", reference_name(layer.name))
         key = name.group(0) if name else layer.name
         if key == last:
             groups[-1] += size
@@ -485,12 +492,16 @@ def export(
     preprocessing: Preprocessing | None = None,
     reference_model: Any = None,
     memory: ExportMemory | None = None,
+    classes: tuple[str, ...] | None = None,
+    name: str | None = None,
 ) -> ExportResult:
     """Write one artifact of `model` atomically and check it against `reference_model` (default:
     `model`; the CLI passes the model as built when it exports the deploy form, so the check
     covers the fusion too). `memory` sizes the parity check (`plan_memory`); without it the
     models' own shapes do, and an export that cannot fit in the memory available is refused
-    (SpecError) before anything is allocated. Raises ExportFault."""
+    (SpecError) before anything is allocated. TFLite and ONNX carry `classes`, `name` and the
+    preprocessing (`ghostspec.deploy.artifact`). Raises ExportFault."""
+    require_tensorflow(f"export to {to}")
     pre = preprocessing or Preprocessing()
     channels = int(model.inputs[0].shape[-1])
     image = (input_size[0], input_size[1], channels)
@@ -525,6 +536,7 @@ def export(
             _require(result, quantize, per)
         size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
         return ExportResult(output, to, quantize, size, result, per)
+    meta = artifacts.artifact_metadata(model, to, quantize, image, pre, classes, name)
     if to == "tflite":
         content = _tflite_bytes(model, (batch or 1, *image), quantize, calibration, pre)
         outputs = (
@@ -533,12 +545,14 @@ def export(
             else run_tflite_named(content, samples, names)
         )
     else:
-        content = _onnx_bytes(model, (batch, *image))
+        content = artifacts.onnx_with_metadata(_onnx_bytes(model, (batch, *image)), meta)
         outputs = _run_onnx(content, samples, names, batch or memory.chunk)
     result, per = _check(reference, outputs, names)
     _require(result, quantize, per)
     with atomic_path(output) as temp:
         temp.write_bytes(content)
+    if to == "tflite":
+        artifacts.write_sidecar(output, meta, content)
     return ExportResult(output, to, quantize, len(content), result, per)
 
 

@@ -29,8 +29,9 @@ import numpy as np
 from ghostspec.deploy.latency import Profile, Segment, Timing, format_ms
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import check_output, write_with
+from ghostspec.needs import require_tensorflow
 from ghostspec.plan.fuse import fuse_plan
-from ghostspec.plan.ir import Node, Plan
+from ghostspec.plan.ir import Node, Plan, layer_name, reference_name
 from ghostspec.plan.memory import (
     USABLE_FRACTION,
     available_bytes,
@@ -141,19 +142,21 @@ def owners(model: keras.Model, plan: Plan) -> dict[str, list[str]]:
     names = [n.name for n in plan.nodes]
     stem = next((n.name for n in plan.nodes if n.kind == "stem"), None)
     head = next((n.name for n in plan.nodes if n.kind == "head"), None)
-    outputs = {tap.name for tap in getattr(plan, "features", ())}  # a backbone's named maps
+    # a backbone's named maps
+    outputs = {layer_name(tap.name) for tap in getattr(plan, "features", ())}
     owned: dict[str, list[str]] = {name: [] for name in names}
     for layer in model.layers:
         if layer.__class__.__name__ == "InputLayer" or layer.name in outputs:
             continue
+        name = reference_name(layer.name)
         owner = max(
-            (n for n in names if layer.name == n or layer.name.startswith(f"{n}.")),
+            (n for n in names if name == n or name.startswith(f"{n}.")),
             key=len,
             default=None,
         )
-        if owner is None and layer.name in STEM_LAYERS:
+        if owner is None and name in STEM_LAYERS:
             owner = stem
-        if owner is None and layer.name in HEAD_LAYERS:
+        if owner is None and name in HEAD_LAYERS:
             owner = head
         if owner is None:
             raise RuntimeError(f"layer {layer.name!r} belongs to no plan node")
@@ -173,7 +176,7 @@ def segments(model: keras.Model, plan: Plan) -> list[tuple[Node, keras.Model, An
         if not owned[node.name]:
             continue
         end = model.get_layer(owned[node.name][-1]).output
-        piece = keras.Model(previous, end, name=node.name.replace(".", "_"))
+        piece = keras.Model(previous, end, name=layer_name(node.name))
         result.append((node, piece, previous))
         previous = end
     return result
@@ -244,6 +247,7 @@ def measure(
     progress: Any = None,
 ) -> Profile:
     """Profile a spec (path, registered name or Spec): build, fuse, convert, time."""
+    require_tensorflow("profile (TFLite)")
     from ghostspec.keras.build import build
     from ghostspec.keras.fusion import fuse, plan_of
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ghostspec.data.pipeline import DEFAULT_VAL_SPLIT, Checked, ImageFolder, check_samples, discover
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.needs import require_tensorflow
 
 SPLIT = "val"
 
@@ -145,6 +146,7 @@ def compare(
 ) -> QuantizedAccuracy:
     """Run the float Keras model and the int8 TFLite model on the same preprocessed validation
     images and score both with `ghostspec.evaluate.metrics`."""
+    require_tensorflow("int8 accuracy (TFLite)")
     import tensorflow as tf
 
     from ghostspec.data import scoring as evaluate

@@ -17,6 +17,9 @@ def tflite_interpreter(content: bytes, threads: int | None = None) -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - depends on the environment
+        from ghostspec.needs import require_tensorflow
+
+        require_tensorflow("running a TFLite model")
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter

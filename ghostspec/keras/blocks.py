@@ -2,8 +2,13 @@
 
 Each builder takes a Keras tensor and a plan node and returns a Keras tensor. Every number
 (channels, kernel, stride, padding, epsilon, momentum, activation, upsampling indices) is read from
-the plan; nothing here does channel arithmetic. Layer names are the plan's names, so a layer tells
-where its weight lives in the reference state dict (see `ghostspec.keras` for the naming rules).
+the plan; nothing here does channel arithmetic. Layer names are the plan's names made legal on
+every backend (`plan.ir.layer_name`), so a layer tells where its weight lives in the reference
+state dict (see `ghostspec.keras` for the naming rules).
+
+The layout is Keras' `image_data_format()` at build time: channels-last (N, H, W, C) or
+channels-first (N, C, H, W). Kernels have the same layout in both, so weights do not depend on it;
+only the axes of BatchNorm, concatenation, slicing and upsampling do (`channel_axis`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ghostspec.plan.ir import (
     Head,
     Reparam,
     SqueezeExcite,
+    layer_name,
 )
 
 Tensor: TypeAlias = keras.KerasTensor
@@ -53,11 +59,19 @@ ZEROS = keras.initializers.Zeros()
 ONES = keras.initializers.Ones()
 
 
+def channels_first() -> bool:
+    return str(keras.config.image_data_format()) == "channels_first"
+
+
+def channel_axis() -> int:
+    return 1 if channels_first() else -1
+
+
 def activation(x: Tensor, kind: str, name: str) -> Tensor:
     """Apply a plan activation; "linear" adds no layer at all."""
     if kind == "linear":
         return x
-    return layers.Activation(ACTIVATIONS[kind], name=name)(x)
+    return layers.Activation(ACTIVATIONS[kind], name=layer_name(name))(x)
 
 
 def conv(x: Tensor, op: Conv, act: str = "linear") -> Tensor:
@@ -71,7 +85,7 @@ def conv(x: Tensor, op: Conv, act: str = "linear") -> Tensor:
     if op.stride > 1:
         padding = "valid"
         if any(op.padding_hw):
-            x = layers.ZeroPadding2D(op.padding_hw, name=f"{op.name}.pad")(x)
+            x = layers.ZeroPadding2D(op.padding_hw, name=layer_name(op.name, "pad"))(x)
     common = {
         "kernel_size": op.kernel_hw,
         "strides": op.stride,
@@ -79,7 +93,7 @@ def conv(x: Tensor, op: Conv, act: str = "linear") -> Tensor:
         "use_bias": op.bias,
         "activation": ACTIVATIONS[act],
         "bias_initializer": ZEROS,
-        "name": op.name,
+        "name": op.layer_name,
     }
     if op.depthwise:
         layer: layers.Layer = layers.DepthwiseConv2D(depth_multiplier=op.depth_multiplier, **common)
@@ -90,13 +104,14 @@ def conv(x: Tensor, op: Conv, act: str = "linear") -> Tensor:
 
 def batch_norm(x: Tensor, op: BatchNorm) -> Tensor:
     return layers.BatchNormalization(
+        axis=channel_axis(),
         epsilon=op.epsilon,
         momentum=op.momentum,
         beta_initializer=ZEROS,
         gamma_initializer=ONES,
         moving_mean_initializer=ZEROS,
         moving_variance_initializer=ONES,
-        name=op.name,
+        name=op.layer_name,
     )(x)
 
 
@@ -118,7 +133,7 @@ def reparam(x: Tensor, op: Reparam, act_name: str) -> Tensor:
         parts.append(conv_bn_act(x, op.scale, f"{op.scale.conv.name}.act"))
     if op.skip is not None:
         parts.append(batch_norm(x, op.skip))
-    x = parts[0] if len(parts) == 1 else layers.Add(name=f"{op.fused.name}.sum")(parts)
+    x = parts[0] if len(parts) == 1 else layers.Add(name=layer_name(op.fused.name, "sum"))(parts)
     return activation(x, op.activation, act_name)
 
 
@@ -129,15 +144,25 @@ def conv_op(x: Tensor, op: ConvOp, act_name: str) -> Tensor:
     return conv_bn_act(x, op, act_name)
 
 
-def channel_slice(x: Tensor, keep: int, total: int, name: str) -> Tensor:
-    """`x[..., :keep]` as a named, serialisable standard layer.
+def channel_crop(x: Tensor, start: int, stop: int, total: int, name: str) -> Tensor:
+    """Channels [start, stop) of `x` as a named, serialisable standard layer.
 
-    Keras has no slice layer. Cropping2D with data_format="channels_first" reads a channels-last
-    (N, H, W, C) tensor as (N, H, W', C') and crops its last two axes, so cropping ((0, 0),
-    (0, total - keep)) drops the trailing channels and nothing else.
+    Keras has no slice layer. Cropping2D reads the layout it is told, not the tensor's: told
+    channels-first, it reads a channels-last (N, H, W, C) tensor as (N, H, W', C') and crops its
+    last two axes; told channels-last, it reads (N, C, H, W) as (N, H', W', C'') and crops axes 1
+    and 2. Either way the crop touches the channels and nothing else.
     """
-    crop = ((0, 0), (0, total - keep))
-    return layers.Cropping2D(crop, data_format="channels_first", name=name)(x)
+    cut = (start, total - stop)
+    if channels_first():
+        crop = (cut, (0, 0))
+        return layers.Cropping2D(crop, data_format="channels_last", name=layer_name(name))(x)
+    crop = ((0, 0), cut)
+    return layers.Cropping2D(crop, data_format="channels_first", name=layer_name(name))(x)
+
+
+def channel_slice(x: Tensor, keep: int, total: int, name: str) -> Tensor:
+    """`x[:, :keep]` over the channel axis."""
+    return channel_crop(x, 0, keep, total, name)
 
 
 def repeat_twice(x: Tensor, name: str) -> Tensor:
@@ -145,13 +170,16 @@ def repeat_twice(x: Tensor, name: str) -> Tensor:
 
     The same function as UpSampling2D(2, "nearest"), which TFLite lowers to TILE, an op its CPU
     delegate (XNNPACK) does not take: the GhostNetV2 graph then runs in 29 pieces, about 20%
-    slower at 2 threads.
+    slower at 2 threads. TFLite takes channels-last models only, so channels-first uses
+    UpSampling2D.
     """
+    if channels_first():
+        return layers.UpSampling2D(2, interpolation="nearest", name=layer_name(name, "rows"))(x)
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
-    x = layers.Concatenate(axis=-1, name=f"{name}.repeat_cols")([x, x])  # each pixel twice
-    x = layers.Reshape((h, 2 * w, c), name=f"{name}.cols")(x)
-    x = layers.Concatenate(axis=2, name=f"{name}.repeat_rows")([x, x])  # each row twice
-    return layers.Reshape((2 * h, 2 * w, c), name=f"{name}.rows")(x)
+    x = layers.Concatenate(axis=-1, name=layer_name(name, "repeat_cols"))([x, x])  # pixels twice
+    x = layers.Reshape((h, 2 * w, c), name=layer_name(name, "cols"))(x)
+    x = layers.Concatenate(axis=2, name=layer_name(name, "repeat_rows"))([x, x])  # rows twice
+    return layers.Reshape((2 * h, 2 * w, c), name=layer_name(name, "rows"))(x)
 
 
 def nearest_upsample(
@@ -165,6 +193,7 @@ def nearest_upsample(
     Resizing and UpSampling2D alone round differently on odd sizes).
     """
     x = repeat_twice(x, name)
+    first = 2 if channels_first() else 1  # the height axis
     for axis, index in enumerate(indices, start=1):
         pooled = index[-1] + 1
         doubled = tuple(i // 2 for i in range(2 * pooled))
@@ -173,8 +202,9 @@ def nearest_upsample(
         if index != (0, *doubled):
             raise NotImplementedError(f"{name}: no layer for upsampling indices {index}")
         crop = ((0, 2 * pooled - 1), (0, 0)) if axis == 1 else ((0, 0), (0, 2 * pooled - 1))
-        edge = layers.Cropping2D(crop, name=f"{name}.edge{axis}")(x)
-        x = layers.Concatenate(axis=axis, name=f"{name}.extend{axis}")([edge, x])
+        edge = layers.Cropping2D(crop, name=layer_name(name, f"edge{axis}"))(x)
+        extend = layers.Concatenate(axis=first + axis - 1, name=layer_name(name, f"extend{axis}"))
+        x = extend([edge, x])
     return x
 
 
@@ -186,16 +216,19 @@ def dfc_attention(x: Tensor, out: Tensor, op: Dfc) -> Tensor:
     indices depend on the run-time shape, and the one custom layer, LegacyNearestUpsample, does
     it: such a model's `.keras` file loads after `import ghostspec.keras`.
     """
-    g = layers.AveragePooling2D(op.pool, strides=op.pool, name=f"{op.name}.pool")(x)
+    g = layers.AveragePooling2D(op.pool, strides=op.pool, name=layer_name(op.name, "pool"))(x)
     for part in (op.conv, op.horizontal, op.vertical):
         g = conv_bn_act(g, part, f"{part.conv.name}.act")
     g = activation(g, op.gate, f"{op.name}.gate")
     indices = op.upsample_indices()
     if indices is None:
-        g = LegacyNearestUpsample(name=f"{op.name}.upsample")([g, out])
+        upsample = LegacyNearestUpsample(
+            data_format=keras.config.image_data_format(), name=layer_name(op.name, "upsample")
+        )
+        g = upsample([g, out])
     else:
         g = nearest_upsample(g, indices, op.name)
-    return layers.Multiply(name=f"{op.name}.scale")([out, g])
+    return layers.Multiply(name=layer_name(op.name, "scale"))([out, g])
 
 
 def ghost_module(x: Tensor, op: GhostModule, primary: Tensor | None = None) -> Tensor:
@@ -205,7 +238,9 @@ def ghost_module(x: Tensor, op: GhostModule, primary: Tensor | None = None) -> T
     if primary is None:
         primary = conv_op(x, op.primary, f"{op.name}.primary_conv.2")
     cheap = conv_op(primary, op.cheap, f"{op.name}.cheap_operation.2")
-    out = layers.Concatenate(name=f"{op.name}.concat")([primary, cheap])
+    out = layers.Concatenate(axis=channel_axis(), name=layer_name(op.name, "concat"))(
+        [primary, cheap]
+    )
     total = op.primary.conv.cout + op.cheap.conv.cout
     if total != op.cout:
         out = channel_slice(out, op.cout, total, f"{op.name}.slice")
@@ -217,10 +252,10 @@ def ghost_module(x: Tensor, op: GhostModule, primary: Tensor | None = None) -> T
 def squeeze_excite(x: Tensor, op: SqueezeExcite) -> Tensor:
     """Squeeze-excite: pool to one value per channel, reduce (+ activation), expand (+ gate),
     rescale the input. The activations sit inside the convs, which have no BatchNorm."""
-    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{op.name}.pool")(x)
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=layer_name(op.name, "pool"))(x)
     s = conv(s, op.reduce, op.activation)
     s = conv(s, op.expand, op.gate)
-    return layers.Multiply(name=f"{op.name}.scale")([x, s])
+    return layers.Multiply(name=layer_name(op.name, "scale"))([x, s])
 
 
 def split_middle(x: Tensor, node: Bottleneck) -> Tensor:
@@ -241,23 +276,22 @@ def split_middle(x: Tensor, node: Bottleneck) -> Tensor:
     if node.se is not None:
         se = node.se
         pooled = [
-            layers.GlobalAveragePooling2D(keepdims=True, name=f"{se.name}.pool.{suffix}")(p)
-            for p, suffix in zip(parts, HALVES, strict=True)
+            layers.GlobalAveragePooling2D(keepdims=True, name=layer_name(se.name, "pool", h))(p)
+            for p, h in zip(parts, HALVES, strict=True)
         ]
-        s = layers.Concatenate(name=f"{se.name}.pool")(pooled)  # one value per channel: tiny
+        # one value per channel: tiny
+        s = layers.Concatenate(axis=channel_axis(), name=layer_name(se.name, "pool"))(pooled)
         s = conv(conv(s, se.reduce, se.activation), se.expand, se.gate)
         cut = primary[0].channels[1]
         gates = [
-            channel_slice(s, cut, se.channels, f"{se.name}.gate.intrinsic"),
-            layers.Cropping2D(
-                ((0, 0), (cut, 0)), data_format="channels_first", name=f"{se.name}.gate.ghost"
-            )(s),
+            channel_crop(s, 0, cut, se.channels, f"{se.name}.gate.intrinsic"),
+            channel_crop(s, cut, se.channels, se.channels, f"{se.name}.gate.ghost"),
         ]
         parts = [
-            layers.Multiply(name=f"{se.name}.scale.{suffix}")([p, g])
-            for p, g, suffix in zip(parts, gates, HALVES, strict=True)
+            layers.Multiply(name=layer_name(se.name, "scale", h))([p, g])
+            for p, g, h in zip(parts, gates, HALVES, strict=True)
         ]
-    summed = layers.Add(name=f"{g2.primary.conv.name}.sum")(
+    summed = layers.Add(name=layer_name(g2.primary.conv.name, "sum"))(
         [conv(p, half.conv) for p, half in zip(parts, primary, strict=True)]
     )
     summed = activation(summed, g2.primary.activation, f"{g2.name}.primary_conv.2")
@@ -281,7 +315,7 @@ def bottleneck(x: Tensor, node: Bottleneck) -> Tensor:
         depthwise, pointwise = node.shortcut
         residual = conv_bn_act(residual, depthwise, f"{node.name}.shortcut.act1")
         residual = conv_bn_act(residual, pointwise, f"{node.name}.shortcut.act3")
-    return layers.Add(name=f"{node.name}.add")([x, residual])
+    return layers.Add(name=layer_name(node.name, "add"))([x, residual])
 
 
 def conv_node(x: Tensor, node: ConvNode) -> Tensor:
@@ -308,13 +342,13 @@ def head(x: Tensor, node: Head) -> Tensor:
     x = pool(keepdims=True, name="global_pool")(x)
     if node.conv is not None:
         x = conv(x, node.conv, node.activation)
-    return layers.Flatten(name="flatten")(x)
+    return layers.Flatten(name="flatten")(x)  # a 1x1 map: the same in either layout
 
 
 def classifier(x: Tensor, node: Classifier) -> Tensor:
     """Dropout, then the linear classifier (softmax inside it when the plan asks for
     probabilities)."""
     if node.dropout > 0:
-        x = layers.Dropout(node.dropout, name=f"{node.name}.dropout")(x)
+        x = layers.Dropout(node.dropout, name=layer_name(node.name, "dropout"))(x)
     act = ACTIVATIONS[node.activation]
-    return layers.Dense(node.linear.cout, activation=act, name=node.linear.name)(x)
+    return layers.Dense(node.linear.cout, activation=act, name=node.linear.layer_name)(x)

@@ -16,8 +16,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.keras.weights import reference_layer
 from ghostspec.plan.fuse import fuse_plan
-from ghostspec.plan.ir import BatchNorm, Bottleneck, Conv, ConvBn, Half, Plan, Reparam, conv_ops
+from ghostspec.plan.ir import (
+    BatchNorm,
+    Bottleneck,
+    Conv,
+    ConvBn,
+    Half,
+    Plan,
+    Reparam,
+    conv_ops,
+    reference_name,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -66,7 +77,7 @@ def identity_kernel(conv: Conv) -> np.ndarray:
 
 def _bn_values(model: Any, bn: BatchNorm) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """gamma, beta, moving mean and moving variance of the BatchNorm layer, as float64."""
-    layer = model.get_layer(bn.name)
+    layer = reference_layer(model, bn.name)
     gamma, beta, mean, var = (
         np.asarray(v.numpy(), dtype=np.float64)
         for v in (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)
@@ -82,7 +93,8 @@ def fused_weights(model: Any, op: Reparam) -> tuple[np.ndarray, np.ndarray]:
     parts: list[tuple[np.ndarray, BatchNorm, bool]] = []
     for branch in (*op.branches, *([op.scale] if op.scale is not None else [])):
         assert branch.bn is not None
-        raw = np.asarray(model.get_layer(branch.conv.name).kernel.numpy(), dtype=np.float64)
+        variable = reference_layer(model, branch.conv.name).kernel
+        raw = np.asarray(variable.numpy(), dtype=np.float64)
         parts.append((centre(raw, kh, kw), branch.bn, branch.conv.depthwise))
     if op.skip is not None:
         parts.append((identity_kernel(op.fused).astype(np.float64), op.skip, op.fused.depthwise))
@@ -102,7 +114,7 @@ def folded_weights(model: Any, op: ConvBn) -> tuple[np.ndarray, np.ndarray]:
     """Kernel and bias of `op`'s conv with its BatchNorm folded in (`op` as in the training
     plan)."""
     assert op.bn is not None
-    layer = model.get_layer(op.conv.name)
+    layer = reference_layer(model, op.conv.name)
     raw = np.asarray(layer.kernel.numpy(), dtype=np.float64)
     gamma, beta, mean, var = _bn_values(model, op.bn)
     kernel, bias = fold_batch_norm(raw, gamma, beta, mean, var, op.bn.epsilon, op.conv.depthwise)
@@ -147,13 +159,13 @@ def fuse(model: keras.Model, plan: Plan | None = None, batch_norm: bool = False)
     one conv and, with `batch_norm`, every BatchNorm folded into the conv before it. `plan` is the
     one the model was built from (default: the one `build` attached). A model with nothing to fold
     is returned as it is."""
-    from ghostspec.keras.model import build_model
+    from ghostspec.keras.model import build_model, data_format_of
 
     plan = plan_of(model, plan)
     deploy_plan = fuse_plan(plan, batch_norm)
     if deploy_plan == plan:
         return model
-    deploy = build_model(deploy_plan)
+    deploy = build_model(deploy_plan, data_format_of(model))  # the layout of the model fused
     fused = {op.fused.name: op for op in reparams(plan)}
     # the convs whose BatchNorm fuse_plan folded (with batch_norm all but a tapped one, else none)
     bn_free = {op.conv.name for op in conv_ops(deploy_plan) if isinstance(op, ConvBn) and not op.bn}
@@ -161,12 +173,12 @@ def fuse(model: keras.Model, plan: Plan | None = None, batch_norm: bool = False)
     folded = {op.conv.name: op for op in bn_convs if op.conv.name in bn_free}
 
     def weights(name: str) -> list[np.ndarray]:
-        """The deploy weights of the layer `name` of the training model."""
+        """The deploy weights of the reference module `name` of the training model."""
         if name in fused:
             return list(fused_weights(model, fused[name]))
         if name in folded:
             return list(folded_weights(model, folded[name]))
-        return [np.asarray(w) for w in model.get_layer(name).get_weights()]
+        return [np.asarray(w) for w in reference_layer(model, name).get_weights()]
 
     split = {
         half.conv.name: half
@@ -178,10 +190,11 @@ def fuse(model: keras.Model, plan: Plan | None = None, batch_norm: bool = False)
     for layer in deploy.layers:
         if not layer.weights:
             continue
-        if layer.name in split:
-            half = split[layer.name]
+        name = reference_name(layer.name)
+        if name in split:
+            half = split[name]
             layer.set_weights(half_weights(weights(half.whole.name), half))
         else:
-            layer.set_weights(weights(layer.name))
+            layer.set_weights(weights(name))
     setattr(deploy, PLAN_ATTRIBUTE, deploy_plan)
     return deploy

@@ -18,12 +18,27 @@ PACKAGE = "ghostspec"  # the prefix of every registered name ghostspec gives Ker
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class LegacyNearestUpsample(keras.layers.Layer):
-    """Resize `inputs[0]` to the spatial size of `inputs[1]` by PyTorch's legacy nearest rule."""
+    """Resize `inputs[0]` to the spatial size of `inputs[1]` by PyTorch's legacy nearest rule.
+    `data_format`: the tensors' layout; files written before it existed are channels-last."""
+
+    def __init__(self, data_format: str = "channels_last", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"data_format must be channels_last or channels_first: {data_format}")
+        self.data_format = data_format
+
+    @property
+    def _spatial_axes(self) -> tuple[int, int]:
+        return (2, 3) if self.data_format == "channels_first" else (1, 2)
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        return {**config, "data_format": self.data_format}
 
     def call(self, inputs: list[Any]) -> Any:
         source, like = inputs
         ops = keras.ops
-        for axis in (1, 2):
+        for axis in self._spatial_axes:
             size_in = ops.shape(source)[axis]
             size_out = ops.shape(like)[axis]
             index = ops.arange(size_out, dtype="int32") * size_in // size_out
@@ -33,7 +48,10 @@ class LegacyNearestUpsample(keras.layers.Layer):
 
     def compute_output_shape(self, input_shapes: list[Any]) -> tuple[Any, ...]:
         source, like = input_shapes
-        return (source[0], like[1], like[2], source[3])
+        shape = list(source)
+        for axis in self._spatial_axes:
+            shape[axis] = like[axis]
+        return tuple(shape)
 
 
 # The classes of the backend that Keras must know to load a model file, by registered name. The

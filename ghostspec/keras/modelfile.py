@@ -295,8 +295,9 @@ def _keras_load(name: str, handle: IO[bytes], compile: bool) -> keras.Model:
 
 
 def image_input_shape(model: Any, file: str) -> tuple[int | None, int | None, int]:
-    """(H, W, C) of an image model's one input (H and W None when any size is accepted), or a
-    SpecError: ghostspec exports, evaluates and trains image classifiers only."""
+    """(H, W, C) of an image model's one input (H and W None when any size is accepted), in
+    either layout (a model built channels-first takes (N, C, H, W)), or a SpecError: ghostspec
+    exports, evaluates and trains image classifiers only."""
     inputs = list(getattr(model, "inputs", None) or [])
     if len(inputs) != 1:
         raise _error(
@@ -306,6 +307,9 @@ def image_input_shape(model: Any, file: str) -> tuple[int | None, int | None, in
             None,
         )
     shape = tuple(inputs[0].shape)
+    first = len(shape) == 4 and _channels_first(model)
+    if first:
+        shape = (shape[0], shape[2], shape[3], shape[1])
     if len(shape) != 4 or shape[3] is None:
         shown = "(" + ", ".join("None" if v is None else str(v) for v in shape) + ")"
         raise _error(
@@ -316,6 +320,15 @@ def image_input_shape(model: Any, file: str) -> tuple[int | None, int | None, in
         )
     h, w, c = shape[1], shape[2], shape[3]
     return (None if h is None else int(h), None if w is None else int(w), int(c))
+
+
+def _channels_first(model: Any) -> bool:
+    """Whether the model's convolutions read (N, C, H, W); False for a model without any."""
+    for layer in getattr(model, "layers", ()):
+        data_format = getattr(layer, "data_format", None)
+        if data_format is not None and hasattr(layer, "kernel_size"):
+            return bool(data_format == "channels_first")
+    return False
 
 
 # ---------------------------------------------------------------------------------- writing

@@ -1,7 +1,8 @@
 """Reference state dicts (timm / Huawei GhostNet, PyTorch layouts) in and out of Keras models.
 
 The mapping is driven by the plan: `Plan.tensors()` lists every tensor the network owns with its
-PyTorch name and shape, and each plan layer's name is also its Keras layer's name. Loading checks
+PyTorch name and shape, and each plan layer's reference name, made legal on every backend
+(`layer_name`: dots become dashes), is its Keras layer's name. Loading checks
 the whole file against that list first and assigns nothing unless everything fits; all problems
 are reported together as one SpecError.
 
@@ -30,7 +31,7 @@ from ghostspec.keras.torchfile import (
     is_zip,
     read_torch_zip,
 )
-from ghostspec.plan.ir import HALVES, BatchNorm, Layer, Linear, Plan
+from ghostspec.plan.ir import HALVES, BatchNorm, Layer, Linear, Plan, layer_name, reference_name
 
 if TYPE_CHECKING:
     import keras
@@ -249,6 +250,15 @@ def conv_to_reference(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
 # --------------------------------------------------------------------------------------- loading
 
 
+def reference_layer(model: Any, name: str) -> Any:
+    """The layer of `model` for the reference module `name`: named by `layer_name`, or by the
+    dotted name itself in a `.keras` file written before layer names were legal everywhere."""
+    try:
+        return model.get_layer(layer_name(name))
+    except ValueError:
+        return model.get_layer(name)
+
+
 def _plan_layers(plan: Plan) -> Iterator[Layer]:
     for node in plan.nodes:
         yield from node.layers()
@@ -351,7 +361,7 @@ def load_weights(
     assignments = []
     kept = set()
     for layer in _plan_layers(plan):
-        target = model.get_layer(layer.name)
+        target = reference_layer(model, layer.name)
         for tensor in layer.tensors():
             kind = tensor.name.rsplit(".", 1)[1]
             if tensor.name in skip:
@@ -402,14 +412,16 @@ def skipped_note(file: str, skipped: Sequence[str]) -> str:
 def export_state_dict(model: keras.Model, source: Any = None) -> StateDict:
     """The model's weights as a reference-layout state dict (PyTorch names, shapes, layouts).
 
-    Names come from the layer names, which are the reference module names. `source` (a spec or
-    plan) is accepted for symmetry with `build` and not needed. `num_batches_tracked` is left out;
+    Names come from the layer names, which spell the reference module names with dashes (or
+    dots, in files written before 0.2). `source` (a spec or plan) is accepted for symmetry with
+    `build` and not needed. `num_batches_tracked` is left out;
     PyTorch's BatchNorm fills it in on load.
     """
     del source
     from keras import layers
 
-    if any(layer.name.endswith(tuple(f".{h}" for h in HALVES)) for layer in model.layers):
+    halves = tuple(f".{h}" for h in HALVES)
+    if any(reference_name(layer.name).endswith(halves) for layer in model.layers):
         raise _error(
             model.name,
             "this is a deploy model (BatchNorm folded into the convs, ghost halves split), which "
@@ -420,7 +432,7 @@ def export_state_dict(model: keras.Model, source: Any = None) -> StateDict:
     for layer in model.layers:
         if not layer.weights:
             continue
-        name = layer.name
+        name = reference_name(layer.name)
         if isinstance(layer, layers.BatchNormalization):
             for kind, attribute in BN_VARIABLES.items():
                 out[f"{name}.{kind}"] = _numpy(getattr(layer, attribute))

@@ -16,6 +16,11 @@ from typing import Any, Literal
 from ghostspec.plan.features import Tap
 
 Size = tuple[int | None, int | None]
+# Layer names: the plan names modules as the reference does (`blocks.3.0.ghost1.primary_conv.0`),
+# and those names are the contract for state dicts. A backend's layer takes the same name with
+# every "." written LAYER_SEPARATOR, since PyTorch forbids dots in module and parameter names.
+# Reference names hold no "-", so the mapping is one-to-one and a layer name tells its module.
+LAYER_SEPARATOR = "-"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 REFERENCE_SIDE = 224  # the side a network of any input size is costed (and exported) at
@@ -26,6 +31,18 @@ def reference_size(size: Size) -> tuple[int, int]:
     """The size a network is costed at: its own, with REFERENCE_SIDE for a side of any size."""
     h, w = size
     return (REFERENCE_SIDE if h is None else h, REFERENCE_SIDE if w is None else w)
+
+
+def layer_name(*parts: str) -> str:
+    """The layer name of a reference module name, or of a role under one:
+    `layer_name("blocks.1.0.ghost1", "concat")` is `blocks-1-0-ghost1-concat`."""
+    return LAYER_SEPARATOR.join(parts).replace(".", LAYER_SEPARATOR)
+
+
+def reference_name(name: str) -> str:
+    """The reference module name of a layer name. A dotted layer name (a `.keras` file written
+    before layer names became legal on every backend) is already one and passes unchanged."""
+    return name.replace(LAYER_SEPARATOR, ".")
 
 
 def make_divisible(value: float, divisor: int, round_limit: float = 0.9) -> int:
@@ -69,6 +86,10 @@ class Conv:
     groups: int = 1
     bias: bool = False
     kernel_w: int | None = None  # only for non-square kernels (DFC attention's 1 x k and k x 1)
+
+    @property
+    def layer_name(self) -> str:
+        return layer_name(self.name)
 
     @property
     def kernel_hw(self) -> tuple[int, int]:
@@ -130,6 +151,10 @@ class BatchNorm:
     epsilon: float
     momentum: float
 
+    @property
+    def layer_name(self) -> str:
+        return layer_name(self.name)
+
     def tensors(self) -> Iterator[Tensor]:
         yield Tensor(f"{self.name}.weight", (self.channels,), True)
         yield Tensor(f"{self.name}.bias", (self.channels,), True)
@@ -152,6 +177,10 @@ class Linear:
     name: str
     cin: int
     cout: int
+
+    @property
+    def layer_name(self) -> str:
+        return layer_name(self.name)
 
     def tensors(self) -> Iterator[Tensor]:
         yield Tensor(f"{self.name}.weight", (self.cout, self.cin), True)

@@ -81,7 +81,7 @@ def model_values(model: keras.Model, optimizer: Any, ema: bool) -> list[np.ndarr
 def seed_generators(model: keras.Model) -> list[Any]:
     """The random-state generators of the model's layers (dropout), in layer order, nested
     models included. Their state is not part of a weights file, so the run state carries it."""
-    found = []
+    found: list[Any] = []
     for layer in model.layers:
         found.extend(getattr(layer, "_seed_generators", ()))
         if isinstance(layer, keras.Model):

@@ -148,6 +148,7 @@ def training_model(
             target = t.model(teacher_input(x, t), training=False)
             target = ops.stop_gradient(as_logits(target, t.probabilities))
             logits = as_logits(y_pred, probabilities)
+            assert self.kl_tracker is not None  # made whenever a teacher is held
             self.kl_tracker.update_state(kl_divergence(target, logits, temperature))
             return loss + self.distillation(target, logits)
 

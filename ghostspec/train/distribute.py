@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ghostspec.diagnostics import Diagnostic, SpecError
+from ghostspec.needs import require_tensorflow
 
 StrategyKind = Literal["auto", "one", "mirrored", "multiworker"]
 TF_CONFIG_EXAMPLE = (
@@ -154,6 +155,7 @@ def make_strategy(
     named); `mirrored`: MirroredStrategy over `devices`, by default every GPU (the CPU when
     there is none); `multiworker`: MultiWorkerMirroredStrategy over the TF_CONFIG cluster, every
     local GPU of each worker."""
+    require_tensorflow("tf.distribute (--strategy)")
     import tensorflow as tf
 
     if kind == "multiworker":

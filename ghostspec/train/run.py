@@ -31,8 +31,6 @@ from typing import Any
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.files import write_text
-from ghostspec.language.reading import dump_yaml
-from ghostspec.language.spec import ROW_COLUMNS, Spec
 
 DEFAULT_ROOT = Path("runs")
 STATE_VERSION = 1
@@ -95,25 +93,6 @@ class RunFolder:
 
 
 # ------------------------------------------------------------------------------ resolved documents
-
-
-def _block(block: dict[str, Any]) -> Any:
-    """A block as a compact row when it has nothing but the five columns, else a mapping of its
-    set fields."""
-    extra = {k: v for k, v in block.items() if k not in ROW_COLUMNS}
-    if extra.get("repeat") == 1 and all(extra.get(k) is None for k in extra if k != "repeat"):
-        return [block[k] for k in ROW_COLUMNS]
-    return {k: v for k, v in block.items() if v is not None}
-
-
-def resolved_spec_text(spec: Spec, note: str) -> str:
-    """The validated spec as YAML with every default written out: the run's own copy, valid on
-    its own (`ghostspec validate RUN/spec.yaml`)."""
-    from ghostspec.language.fmt import format_text
-
-    data = spec.model_dump(mode="json")
-    data["stages"] = [[_block(b) for b in stage] for stage in data["stages"]]
-    return f"# {note}\n" + format_text(dump_yaml(data), "spec.yaml")
 
 
 def resolved_recipe_text(recipe: Any, note: str) -> str:

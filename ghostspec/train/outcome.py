@@ -1,0 +1,36 @@
+"""What a call of `train` hands back: a `RunResult`, or `Interrupted` after Ctrl-C.
+
+Shared by the stages that end a run (`fit`, `finish`) and by the package's public face.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run reports."""
+
+    run_dir: Path
+    best_val_top1: float | None
+    best_epoch: int | None
+    epochs: int  # completed epochs, counting those before a resume
+    stopped_early: bool
+    resumed_from: int  # epochs already done when this call started (0 for a new run)
+    history: tuple[Mapping[str, float], ...]
+    files: tuple[Path, ...]
+
+
+class Interrupted(Exception):
+    """Training was stopped with Ctrl-C; the run folder holds a resumable checkpoint."""
+
+    def __init__(self, run_dir: Path, epoch: int, signal: BaseException | None = None) -> None:
+        self.run_dir = run_dir
+        self.epoch = epoch
+        self.signal = signal  # the KeyboardInterrupt (or the CLI's SIGTERM subclass) caught
+        super().__init__(f"interrupted after {epoch} completed epoch(s); resume {run_dir}")
