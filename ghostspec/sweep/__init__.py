@@ -3,7 +3,8 @@
 Takes: a sweep file (language/sweep.py), optionally an image folder. `space` turns decisions
 into `--set`/`--hp` overrides, `costs` reads a variant's figures from its plan without any
 framework, `trial` adds latency (deploy's profile) and training (the train room), `engine`
-runs the study (Optuna, persistent) and writes the folder, `cluster` runs trials on Ray.
+chooses the folder, costs cost-only sweeps and writes the outputs, `study` runs the local
+Optuna study (persistent), `cluster` runs the trials on Ray (Tune with OptunaSearch).
 Hands on: a SweepResult (rows and Pareto front) and SWEEP_DIR/ with results.csv, pareto.json,
 pareto.png, best-N.yaml, the study's storage and trials/.
 Never imports: TensorFlow or Keras for a cost-only sweep; the CLI or the package face.
