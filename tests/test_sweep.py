@@ -35,6 +35,7 @@ search: grid
 budget: {{trials: 1000}}
 """
 
+
 def _write(tmp: Path, name: str, text: str) -> Path:
     path = tmp / name
     path.write_text(text)
