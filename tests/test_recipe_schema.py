@@ -316,7 +316,11 @@ def test_schema_check_covers_both_schemas(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "schemas").mkdir()
-    for name in ("ghostspec.schema.json", "ghostspec-recipe.schema.json"):
+    for name in (
+        "ghostspec.schema.json",
+        "ghostspec-recipe.schema.json",
+        "ghostspec-sweep.schema.json",
+    ):
         (tmp_path / "schemas" / name).write_bytes((ROOT / "schemas" / name).read_bytes())
     assert run(["schema", "--check"]) == 0
     out = capsys.readouterr().out

@@ -42,6 +42,7 @@ from ghostspec.cli.spec_commands import (
     cmd_schema,
     cmd_validate,
 )
+from ghostspec.cli.sweep_commands import cmd_sweep
 from ghostspec.cli.train_commands import cmd_evaluate, cmd_train
 from ghostspec.diagnostics import SpecError, render_json, render_text
 
@@ -60,8 +61,11 @@ __all__ = [
     "run",
 ]
 
-# Commands that load TensorFlow: their terminal is kept quiet (ghostspec.quiet).
-TENSORFLOW_COMMANDS = frozenset({"build", "export", "profile", "evaluate", "predict", "train"})
+# Commands that load TensorFlow (a sweep does for latency and training): their terminal is kept
+# quiet (ghostspec.quiet).
+TENSORFLOW_COMMANDS = frozenset(
+    {"build", "export", "profile", "evaluate", "predict", "train", "sweep"}
+)
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
@@ -76,6 +80,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "train": cmd_train,
+    "sweep": cmd_sweep,
 }
 
 

@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser(
-        "validate", help="check specs and recipes and report every problem with its place"
+        "validate",
+        help="check specs, recipes and sweeps and report every problem with its place",
     )
-    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE")
+    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE|SWEEP")
     _add_overrides(p)
     _add_overrides(p, "--hp", "hyperparameters")
     p.add_argument("--format", choices=["text", "json"], default="text")
@@ -62,20 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("schema", help="print, write or check the editor JSON Schemas")
     p.add_argument("-o", "--output", metavar="PATH", help="write the schema to PATH")
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--recipe", action="store_true", help="the training-recipe schema instead of the spec's"
+    )
+    which.add_argument(
+        "--sweep", action="store_true", help="the sweep schema instead of the spec's"
     )
     p.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 if a committed schema is stale: PATH, or both schemas/ghostspec.schema.json "
-        "and schemas/ghostspec-recipe.schema.json",
+        help="exit 1 if a committed schema is stale: PATH, or all three in schemas/ "
+        "(ghostspec, ghostspec-recipe and ghostspec-sweep .schema.json)",
     )
 
     p = commands.add_parser(
-        "fmt", help="rewrite specs and recipes in the canonical layout, comments kept"
+        "fmt", help="rewrite specs, recipes and sweeps in the canonical layout, comments kept"
     )
-    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE")
+    p.add_argument("specs", nargs="+", metavar="SPEC|RECIPE|SWEEP")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
 
     p = commands.add_parser("plot", help="draw the network block by block (SVG or PNG)")
@@ -231,7 +236,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
     _add_overrides(p)
+    _add_sweep(commands, verbose)
     return parser
+
+
+def _add_sweep(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    verbose: argparse.ArgumentParser,
+) -> None:
+    p = commands.add_parser(
+        "sweep",
+        help="search a space of variants for the best trade-offs; writes a sweep folder",
+        parents=[verbose],
+    )
+    p.add_argument("sweep", nargs="?", metavar="SWEEP", help="the sweep file (ghostspec-sweep: 1)")
+    p.add_argument("--data", metavar="DIR", help="an image folder: each trial is a train run")
+    p.add_argument("-o", "--output", metavar="SWEEP_DIR", help="the new sweep folder")
+    p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a stopped sweep")
+    p.add_argument("--trials", type=int, metavar="N", help="the budget's trials, overridden")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--storage", metavar="URL", help="an Optuna storage URL (default: SQLite)")
+    p.add_argument("--address", metavar="HOST:PORT", help="the Ray cluster (or RAY_ADDRESS)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N")
+    _add_overrides(p)
 
 
 def _add_predict(

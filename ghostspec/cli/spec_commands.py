@@ -1,4 +1,4 @@
-"""The commands on specs and recipes that never load TensorFlow: validate, inspect, schema,
+"""The commands on specs, recipes and sweeps that never load TensorFlow: validate, inspect, schema,
 fmt, plot and list."""
 
 from __future__ import annotations
@@ -19,11 +19,25 @@ SCHEMA_LIMIT = 16 << 20  # a generated schema is about 50 kB
 def _validate_one(path: str, args: argparse.Namespace) -> dict[str, object]:
     """Validate a spec or a recipe (told apart by the version key); its summary record."""
     import ghostspec
-    from ghostspec.language.languages import LANGUAGES, RECIPE
+    from ghostspec.language.languages import LANGUAGES, RECIPE, SWEEP
     from ghostspec.language.source import detect_language
 
     # a registered model name is not a file: the spec loader resolves it (or says what is wrong)
-    if Path(path).exists() and detect_language(path, LANGUAGES) is RECIPE:
+    language = detect_language(path, LANGUAGES) if Path(path).exists() else None
+    if language is SWEEP:
+        from ghostspec.language.sweep import load_sweep
+
+        loaded = load_sweep(path, args.overrides)
+        return {
+            "file": path,
+            "kind": "sweep",
+            "name": loaded.sweep.name,
+            "spec": loaded.spec_source,
+            "decisions": len(loaded.sweep.space),
+            "search": loaded.sweep.search,
+            "trials": loaded.sweep.budget.trials,
+        }
+    if language is RECIPE:
         from ghostspec.language.recipe import load_recipe
 
         recipe = load_recipe(path, args.hyperparameters)
@@ -47,6 +61,12 @@ def _validate_one(path: str, args: argparse.Namespace) -> dict[str, object]:
 
 
 def _summary(v: dict[str, Any]) -> str:
+    if v["kind"] == "sweep":
+        name = f"{v['name']}, " if v["name"] else ""
+        return (
+            f"{v['file']}: ok (sweep {name}{v['decisions']} decisions over {v['spec']}, "
+            f"{v['search']} search, {v['trials']} trials)"
+        )
     if v["kind"] == "recipe":
         name = f"{v['name']}, " if v["name"] else ""
         return (
@@ -118,20 +138,31 @@ def _inspect_latency(args: argparse.Namespace, plan: object) -> int:
     return EXIT_OK
 
 
+SCHEMA_KINDS = ("spec", "recipe", "sweep")
+
+
+def _schema_module(kind: str) -> Any:
+    from ghostspec.language import recipe_schema, schema, sweep_schema
+
+    return {"spec": schema, "recipe": recipe_schema, "sweep": sweep_schema}[kind]
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from ghostspec.files import write_text
-    from ghostspec.language import recipe_schema, schema
 
-    modules = {False: schema, True: recipe_schema}
+    kind = "recipe" if args.recipe else "sweep" if args.sweep else "spec"
     if args.check:
-        # without PATH or --recipe, both committed schemas are checked
-        which = [args.recipe] if (args.output or args.recipe) else [False, True]
+        # without PATH, --recipe or --sweep, every committed schema is checked
+        chosen = args.output or args.recipe or args.sweep
+        kinds = [kind] if chosen else list(SCHEMA_KINDS)
         fresh = [
-            _check_schema(Path(args.output or modules[r].SCHEMA_PATH), modules[r].render(), r)
-            for r in which
+            _check_schema(
+                Path(args.output or _schema_module(k).SCHEMA_PATH), _schema_module(k).render(), k
+            )
+            for k in kinds
         ]
         return EXIT_OK if all(fresh) else EXIT_FAULT
-    text = modules[args.recipe].render()
+    text = _schema_module(kind).render()
     if args.output:
         check_schema_output(Path(args.output))
         write_text(args.output, text)
@@ -141,7 +172,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_schema(path: Path, text: str, recipe: bool) -> bool:
+def _check_schema(path: Path, text: str, kind: str) -> bool:
     """Whether the committed schema at `path` is `text`; says what to do when it is not."""
     from ghostspec.files import read_regular_file
 
@@ -152,8 +183,8 @@ def _check_schema(path: Path, text: str, recipe: bool) -> bool:
         except UnicodeDecodeError:
             current = ""  # not the schema
     if current != text:
-        models, flag = ("recipe", " --recipe") if recipe else ("spec", "")
-        state = "is missing" if current is None else f"differs from the {models} models"
+        flag = "" if kind == "spec" else f" --{kind}"
+        state = "is missing" if current is None else f"differs from the {kind} models"
         print(
             f"{path} {state}; regenerate it with `ghostspec schema{flag} -o {path}` and commit it",
             file=sys.stderr,

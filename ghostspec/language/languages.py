@@ -1,4 +1,4 @@
-"""The two languages ghostspec reads, described for the shared reader: specs and recipes.
+"""The languages ghostspec reads, described for the shared reader: specs, recipes and sweeps.
 
 The descriptions (version key, override flag, wording) live here so that loading a spec can
 recognise a recipe passed by mistake without the compiler core importing the recipe language.
@@ -18,6 +18,15 @@ RECIPE = Language(
     title="training recipe",
     used_by="recipes go to `train --recipe` and validate",
 )
-LANGUAGES = (SPEC, RECIPE)
+SWEEP = Language(
+    flag="--set",
+    examples=("budget.trials=50", "search=random"),
+    start="a sweep starts with `ghostspec-sweep: 1`, its spec and its space",
+    version_key="ghostspec-sweep",
+    noun="sweep",
+    title="sweep",
+    used_by="sweeps go to `ghostspec sweep` and validate",
+)
+LANGUAGES = (SPEC, RECIPE, SWEEP)
 
-__all__ = ["LANGUAGES", "RECIPE", "SPEC"]
+__all__ = ["LANGUAGES", "RECIPE", "SPEC", "SWEEP"]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from ghostspec.diagnostics import Diagnostic, SpecError
-from ghostspec.language.languages import RECIPE
+from ghostspec.language.languages import RECIPE, SWEEP
 from ghostspec.language.names import display_path
 from ghostspec.language.names import resolve as resolve_name
 from ghostspec.language.reading import DocPath, yaml11_reading
@@ -32,7 +32,7 @@ def load_spec_document(
         if preset:  # the name's own settings come first, so the user's --set wins
             source, shown, overrides = path, display_path(path), (*preset, *overrides)
     return load_document(
-        source, overrides, text=text, language=LANGUAGE, others=(RECIPE,), shown_as=shown
+        source, overrides, text=text, language=LANGUAGE, others=(RECIPE, SWEEP), shown_as=shown
     )
 
 

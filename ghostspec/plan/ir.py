@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, is_dataclass, replace
+from functools import cached_property
 from typing import Any, Literal
 
 from ghostspec.plan.features import Tap
@@ -94,7 +95,7 @@ class Conv:
     def kernel_hw(self) -> tuple[int, int]:
         return (self.kernel, self.kernel if self.kernel_w is None else self.kernel_w)
 
-    @property
+    @cached_property  # read by every later layer's size and by the cost passes
     def out_size(self) -> Size:
         kh, kw = self.kernel_hw
         return (
@@ -127,6 +128,12 @@ class Conv:
             yield Tensor(f"{self.name}.bias", (self.cout,), True)
 
     @property
+    def counts(self) -> tuple[int, int]:
+        """Elements of the trainable and frozen tensors: `tensors()`' sizes, without naming them."""
+        kh, kw = self.kernel_hw
+        return self.cout * (self.cin // self.groups) * kh * kw + (self.cout if self.bias else 0), 0
+
+    @property
     def macs(self) -> int | None:
         h, w = self.out_size
         if h is None or w is None:
@@ -155,6 +162,10 @@ class BatchNorm:
         yield Tensor(f"{self.name}.running_var", (self.channels,), False)
 
     @property
+    def counts(self) -> tuple[int, int]:
+        return 2 * self.channels, 2 * self.channels
+
+    @property
     def macs(self) -> int:
         return 0
 
@@ -174,6 +185,10 @@ class Linear:
     def tensors(self) -> Iterator[Tensor]:
         yield Tensor(f"{self.name}.weight", (self.cout, self.cin), True)
         yield Tensor(f"{self.name}.bias", (self.cout,), True)
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return self.cout * self.cin + self.cout, 0
 
     @property
     def macs(self) -> int:
@@ -338,15 +353,24 @@ class _Node:
         for layer in self.layers():
             yield from layer.tensors()
 
+    # Cached: a node is immutable, and a sweep reads the totals of thousands of plans a second.
+    @cached_property
+    def _counts(self) -> tuple[int, int]:
+        trainable = frozen = 0
+        for layer in self.layers():
+            a, b = layer.counts
+            trainable, frozen = trainable + a, frozen + b
+        return trainable, frozen
+
     @property
     def params(self) -> int:
-        return sum(t.size for t in self.tensors() if t.trainable)
+        return self._counts[0]
 
     @property
     def buffers(self) -> int:
-        return sum(t.size for t in self.tensors() if not t.trainable)
+        return self._counts[1]
 
-    @property
+    @cached_property
     def macs(self) -> int | None:
         total = 0
         for layer in self.layers():
@@ -518,15 +542,15 @@ class Plan:
         for node in self.nodes:
             yield from node.tensors()
 
-    @property
+    @cached_property
     def params(self) -> int:
         return sum(n.params for n in self.nodes)
 
-    @property
+    @cached_property
     def buffers(self) -> int:
         return sum(n.buffers for n in self.nodes)
 
-    @property
+    @cached_property
     def macs(self) -> int | None:
         values = [n.macs for n in self.nodes]
         return None if any(v is None for v in values) else sum(v for v in values if v is not None)

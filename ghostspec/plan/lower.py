@@ -8,6 +8,7 @@ mechanical mapping from `Plan.tensors()`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ghostspec.language.spec import Block, GhostSettings, Spec
 from ghostspec.plan.features import Tap, resolve
@@ -34,16 +35,29 @@ from ghostspec.plan.ir import (
 )
 
 Size = tuple[int | None, int | None]
+# Bottlenecks already lowered, by everything a bottleneck depends on (a sweep passes one to
+# `lower` for all its variants: most variants share most blocks).
+BlockMemo = dict[tuple[Any, ...], Bottleneck]
 
 
 class _Lowering:
     """Walks the spec once, carrying the current channels and size."""
 
-    def __init__(self, spec: Spec, size: Size) -> None:
+    def __init__(self, spec: Spec, size: Size, memo: BlockMemo | None = None) -> None:
         self.spec = spec
         self.size = size
         self.bn_eps = spec.normalization.epsilon
         self.bn_momentum = spec.normalization.momentum
+        self.memo = memo
+        # the network-wide settings `block` reads: part of every memo key
+        self.settings = (
+            spec.width,
+            spec.divisor,
+            spec.activation,
+            _values(spec.ghost),
+            _values(spec.se),
+            _values(spec.normalization),
+        )
 
     def channels(self, value: int) -> int:
         return make_divisible(value * self.spec.width, self.spec.divisor)
@@ -180,6 +194,20 @@ class _Lowering:
         )
         return Dfc(name, size, conv, horizontal, vertical)
 
+    def memo_block(
+        self, block: Block, name: str, source: Path, cin: int, size: Size, index: int
+    ) -> Bottleneck:
+        """`block`, or the same bottleneck from the memo: a node depends only on these inputs
+        and the network-wide settings, and nodes are immutable, so sharing one is exact."""
+        if self.memo is None:
+            return self.block(block, name, source, cin, size, index)
+        attention = has_attention(self.spec.ghost, block, index)
+        key = (self.settings, _values(block), name, source, cin, size, attention)
+        node = self.memo.get(key)
+        if node is None:
+            node = self.memo[key] = self.block(block, name, source, cin, size, index)
+        return node
+
     def block(
         self, block: Block, name: str, source: Path, cin: int, size: Size, index: int
     ) -> Bottleneck:
@@ -286,7 +314,7 @@ class _Lowering:
             index = 0
             for j, block in enumerate(stage):
                 for _ in range(block.repeat):
-                    node = self.block(
+                    node = self.memo_block(
                         block, f"blocks.{s}.{index}", ("stages", s, j), channels, size, count
                     )
                     count += 1
@@ -373,6 +401,12 @@ class _Lowering:
         )
 
 
+def _values(model: Any) -> tuple[Any, ...]:
+    """A model's field values as a tuple: a memo key that hashes and compares fast (a frozen
+    pydantic model would do too, at several times the cost)."""
+    return tuple(model.__dict__.values())
+
+
 def has_attention(network: GhostSettings, block: Block, index: int) -> bool:
     """DFC attention on this block's first ghost module: the block's own say, else the rule."""
     if block.ghost is not None and block.ghost.attention is not None:
@@ -388,10 +422,15 @@ def merge_ghost(network: GhostSettings, block: Block) -> GhostSettings:
     return network.model_copy(update=changes)
 
 
-def lower(spec: Spec, input_size: tuple[int | None, int | None] | None = None) -> Plan:
-    """Resolve a valid spec into a Plan; `input_size` (H, W) replaces the spec's for costing."""
+def lower(
+    spec: Spec,
+    input_size: tuple[int | None, int | None] | None = None,
+    memo: BlockMemo | None = None,
+) -> Plan:
+    """Resolve a valid spec into a Plan; `input_size` (H, W) replaces the spec's for costing.
+    `memo` (a dict kept by the caller) shares bottlenecks between the plans of many variants."""
     size = input_size if input_size is not None else (spec.input.shape[0], spec.input.shape[1])
-    return _Lowering(spec, size).run()
+    return _Lowering(spec, size, memo).run()
 
 
 def lower_trunk(spec: Spec) -> tuple[Node, ...]:

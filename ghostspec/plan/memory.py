@@ -134,12 +134,30 @@ def node_activations(node: ConvNode | Bottleneck | Head | Classifier) -> int:
     return 2 * node.cin + node.cout
 
 
-def plan_footprint(plan: Plan) -> Footprint:
-    """The footprint of a plan with a fixed input size (plan it with `input_size=`)."""
+# Activations of nodes already counted, by the node's id (the node is kept so the id stays its
+# own): a sweep's plans share nodes through lowering's memo.
+ActivationMemo = dict[int, tuple[ConvNode | Bottleneck | Head | Classifier, int]]
+
+
+def _activations(node: ConvNode | Bottleneck | Head | Classifier, memo: ActivationMemo) -> int:
+    known = memo.get(id(node))
+    if known is not None and known[0] is node:
+        return known[1]
+    count = node_activations(node)
+    memo[id(node)] = (node, count)
+    return count
+
+
+def plan_footprint(plan: Plan, memo: ActivationMemo | None = None) -> Footprint:
+    """The footprint of a plan with a fixed input size (plan it with `input_size=`); `memo` (kept
+    by the caller) counts a node shared by many plans once."""
     h, w, c = plan.input_shape
     if h is None or w is None:
         raise ValueError("memory estimates need a plan at a fixed input size")
-    sizes = [node_activations(node) for node in plan.nodes]
+    if memo is None:
+        sizes = [node_activations(node) for node in plan.nodes]
+    else:
+        sizes = [_activations(node, memo) for node in plan.nodes]
     inputs = [h * w * c, *(_node_output(n) for n in plan.nodes[:-1])]
     peak = max(i + s for i, s in zip(inputs, sizes, strict=True))
     return Footprint(h * w * c, h * w * c + sum(sizes), peak, plan.params + plan.buffers)

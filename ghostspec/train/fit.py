@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ghostspec.diagnostics import Diagnostic, SpecError
 from ghostspec.train.outcome import Diverged, Echo, Interrupted
@@ -37,9 +37,10 @@ def fit_run(
     metadata: ModelMetadata,
     echo: Echo,
     stream: TextIO,
+    extra: Sequence[Any] = (),
 ) -> None:
     """Train from `state.epoch` to the recipe's last epoch (or an early stop), writing `folder`;
-    `echo` receives the run's lines, `stream` the progress bar."""
+    `echo` receives the run's lines, `stream` the progress bar; `extra` callbacks run last."""
     from ghostspec.keras.modelfile import save_model_file
     from ghostspec.train.callbacks import (
         EmaValidation,
@@ -103,6 +104,7 @@ def fit_run(
         EmaValidation(inner),
         ProgressBar(clock, built.schedule, steps, recipe.epochs, stream),
         keeper,
+        *extra,
     ]
     n_train = steps * recipe.batch_size
     where = (

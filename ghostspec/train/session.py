@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -64,6 +64,7 @@ def train(
     allow_data_change: bool = False,
     echo: Echo = print,
     progress: TextIO | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> RunResult:
     """Train `spec` on the image folder `data` with `recipe` (a path, a short name such as
     "imagenet", a Recipe, or None for the shipped small-data recipe) and write a run folder.
@@ -75,7 +76,8 @@ def train(
     input raises SpecError before anything is written; Ctrl-C raises Interrupted after the
     resumable state is saved; a loss that is no longer finite raises Diverged. `echo` receives
     the summary lines; the live progress bar goes to `progress` (default stderr) when it is a
-    terminal.
+    terminal. `callbacks`: more Keras callbacks, run after the run folder's own each epoch (a
+    sweep reads val_top1 there and may set stop_training).
     """
     setup = prepare(
         spec,
@@ -93,14 +95,15 @@ def train(
         devices=devices,
         allow_data_change=allow_data_change,
     )
-    return _Session(setup, echo, progress or sys.stderr).run()
+    return _Session(setup, echo, progress or sys.stderr, callbacks).run()
 
 
 class _Session:
     """One call of `train` from TensorFlow's import to the final summary."""
 
-    def __init__(self, setup: Setup, echo: Echo, stream: TextIO) -> None:
+    def __init__(self, setup: Setup, echo: Echo, stream: TextIO, extra: Sequence[Any] = ()) -> None:
         self.setup = setup
+        self.extra = tuple(extra)
         cluster = setup.cluster
         if cluster is not None and not cluster.chief:
             self.echo: Echo = lambda line: echo(f"[{cluster.name}] {line}")
@@ -358,5 +361,6 @@ class _Session:
             metadata,
             self.echo,
             self.stream,
+            self.extra,
         )
         return finish_run(self.setup, built.twin, folder, state, metadata, self.echo)
