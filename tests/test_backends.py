@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from backend_worker import STAGES
 from isolation import without_tensorflow
 
 import ghostspec
@@ -94,7 +95,9 @@ def test_every_backend_computes_what_tensorflow_computes(
 
 
 def test_layer_names_hold_no_dots_and_map_to_the_reference() -> None:
-    plan = ghostspec.plan(ROOT / "specs" / "ghostnetv3.yaml", LEGACY_OVERRIDES)
+    plan = ghostspec.plan(
+        ROOT / "specs" / "ghostnetv3.yaml", [*LEGACY_OVERRIDES, f"stages={STAGES}"]
+    )
     model = ghostspec.build(plan)
     assert not [layer.name for layer in model.layers if "." in layer.name]
     assert {layer.layer_name for node in plan.nodes for layer in node.layers()} <= {
@@ -130,9 +133,10 @@ def test_a_dotted_keras_file_from_before_still_loads_and_maps(tmp_path: Path) ->
 
 
 def tiny_v2(features: bool = False) -> Any:
-    overrides = ["width=0.1", "head.classes=10", "input.shape=[null, null, 3]"]
+    """GhostNetV2's first five stages at any input size: DFC attention, upsampled at run time."""
+    overrides = ["width=0.25", "head.classes=10", "input.shape=[null, null, 3]", f"stages={STAGES}"]
     if features:
-        overrides.append("head.features=[2, 3, 4, 5]")
+        overrides.append("head.features=[1, 2, 3]")
     return ghostspec.plan(ROOT / "specs" / "ghostnetv2.yaml", overrides)
 
 

@@ -14,8 +14,6 @@ from ghostspec.keras.fusion import fold_batch_norm
 from ghostspec.plan.fuse import fuse_plan
 from ghostspec.plan.ir import layer_name
 
-pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
-
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 V3 = ["width=0.5", "head.classes=10", "input.shape=[97, 97, 3]"]
 

@@ -14,8 +14,6 @@ from ghostspec import models
 from ghostspec.language.names import REGISTRY
 from ghostspec.plan.ir import layer_name
 
-pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
-
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 TOLERANCE = 1e-4

@@ -43,7 +43,9 @@ import ghostspec
 from ghostspec import models
 from ghostspec.keras.weights import load_weights
 assert keras.backend.backend() == "jax"
-plan = ghostspec.plan("specs/ghostnetv3.yaml", ["width=0.1", "input.shape=[null, null, 3]"])
+stages = "[[[16, 16, 0, 1, 3]], [[48, 24, 0, 2, 3]], [[72, 40, 0.25, 2, 5]]]"
+overrides = ["width=0.1", "input.shape=[null, null, 3]", f"stages={stages}"]
+plan = ghostspec.plan("specs/ghostnetv3.yaml", overrides)
 model = ghostspec.build(plan)
 state = ghostspec.export_state_dict(model)
 load_weights(model, plan, state)

@@ -15,8 +15,6 @@ import pytest
 import ghostspec
 from ghostspec.plan.fuse import fuse_plan
 
-pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
-
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 TOLERANCE = 1e-4
