@@ -120,7 +120,8 @@ def _block(block: dict[str, Any]) -> Any:
 
 def resolved_spec_text(spec: Spec, note: str) -> str:
     """The validated spec as YAML with every default written out, valid on its own: a run's
-    `spec.yaml`, the `.keras` metadata's spec and a keras-hub backbone's config carry it."""
+    `spec.yaml`, the `.keras` metadata's spec (`build`, `train`: the model can be fused and
+    exported from the file alone) and a keras-hub backbone's config carry it."""
     data = spec.model_dump(mode="json")
     data["stages"] = [[_block(b) for b in stage] for stage in data["stages"]]
     return f"# {note}\n" + format_text(dump_yaml(data), "spec.yaml")
