@@ -3,7 +3,9 @@
 The model comes from `ghostspec.deploy.source.resolve`: a run folder (its best.keras and
 classes), a .keras file, an exported .tflite or .onnx, or a spec with --weights. Images get the
 evaluation preprocessing (`data.images.eval_preprocess`) with the model's own mean, std, input
-size and crop_pct when its metadata has them. The loss is the sparse
+size and crop_pct when its metadata has them. It must end in class scores (a backbone's pooled
+features are refused). A trained model evaluated on the folder it was validated on is scored on
+exactly that validation split (`data.splits`). The loss is the sparse
 categorical cross-entropy, from logits, or from probabilities for a model ending in softmax
 (computed as Keras does: rows renormalised and clipped to [1e-7, 1 - 1e-7]).
 """
@@ -11,6 +13,7 @@ categorical cross-entropy, from logits, or from probabilities for a model ending
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +27,8 @@ from ghostspec.diagnostics import Diagnostic, SpecError
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from ghostspec.keras.modelfile import ValidationSplit
+
 
 def predict(
     run: Callable[[np.ndarray], np.ndarray], dataset: tf.data.Dataset
@@ -36,6 +41,10 @@ def predict(
     if not outputs:
         return np.zeros((0, 0), np.float32), np.zeros((0,), np.int32)
     return np.concatenate(outputs), np.concatenate(labels)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _error(file: str | Path, message: str, hint: str | None = None) -> SpecError:
@@ -54,6 +63,19 @@ def load_source(
 
 
 def _output_classes(loaded: ResolvedModel) -> int:
+    """The number of class scores the model outputs; SpecError for anything but a classifier."""
+    from ghostspec.keras.modelfile import pooled_output
+
+    pooled = None if loaded.model is None else pooled_output(loaded.model)
+    if pooled is not None:
+        shape = tuple(loaded.model.outputs[0].shape)
+        raise _error(
+            loaded.path,
+            f"the model has no classifier head: its {shape[-1]} outputs are the pooled features "
+            f"of its {pooled!r} layer, not class scores, so any top-1 would mean nothing",
+            "evaluate a classifier: a run folder, or a model built from a spec with "
+            "head.include_top: true (a backbone needs a classifier trained on top first)",
+        )
     if loaded.outputs is None:
         raise _error(
             loaded.path,
@@ -61,6 +83,18 @@ def _output_classes(loaded: ResolvedModel) -> int:
             "evaluate a classifier (a spec with include_top: true)",
         )
     return loaded.outputs
+
+
+def _recorded_split(source: str | Path) -> ValidationSplit | None:
+    """The validation split a run folder's or .keras file's metadata records, if any."""
+    from ghostspec.keras.modelfile import read_model_metadata
+
+    path = Path(source)
+    model_file = path / "best.keras" if path.is_dir() else path
+    if model_file.suffix.lower() != ".keras" or not model_file.is_file():
+        return None
+    meta = read_model_metadata(model_file)
+    return None if meta is None else meta.validation
 
 
 def evaluate(
@@ -72,15 +106,27 @@ def evaluate(
     weights: str | Path | None = None,
     overrides: Sequence[str] = (),
     val_split: float | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     strict: bool = False,
+    confusion: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> Evaluation:
-    """Evaluate a model (see `load_source`) on a split of an image folder."""
-    from ghostspec.data.pipeline import check_samples, discover, eval_dataset
+    """Evaluate a model (see `load_source`) on a split of an image folder.
+
+    `val_split` and `seed` draw the val split of a folder without val/ (by default 0.2 and 0);
+    a model that records the split it was validated on gets that one (`data.splits`).
+    `confusion`: where the confusion matrix will go, checked against every image read."""
+    from ghostspec.data.pipeline import check_samples, eval_dataset
+    from ghostspec.data.splits import split_for_model
+    from ghostspec.files import check_not_an_input
 
     if batch_size < 1:
         raise _error("--batch-size", f"{batch_size} is not a positive batch size")
-    folder = discover(data, val_split=val_split, seed=seed)
+    record = _recorded_split(source) if split == "val" else None
+    chosen = split_for_model(data, record, val_split=val_split, seed=seed, model=str(source))
+    folder = chosen.folder
+    if chosen.note:
+        (echo or _stderr)(chosen.note)
     if split not in folder.splits:
         raise _error(
             folder.root,
@@ -90,6 +136,8 @@ def evaluate(
     samples = folder.splits[split]
     if not samples:
         raise _error(folder.root, f"the {split} split holds no images")
+    if confusion is not None:  # every image of the folder, by inode: a hard link is one too
+        check_not_an_input(confusion, [s.path for split in folder.splits.values() for s in split])
     checked = check_samples(samples, strict=strict)  # before loading the model: fail early
     loaded = load_source(source, weights=weights, overrides=overrides)
     outputs = _output_classes(loaded)
@@ -143,8 +191,11 @@ def check_png_target(target: str | Path, inputs: Sequence[str | Path | None] = (
     return check_output(target, inputs=inputs, suffixes=(".png",), what="confusion matrix")
 
 
-def write_confusion(result: Evaluation, target: str | Path) -> Path:
-    """The confusion matrix as a PNG (matplotlib, Agg), written atomically."""
+def write_confusion(
+    result: Evaluation, target: str | Path, inputs: Sequence[str | Path | None] = ()
+) -> Path:
+    """The confusion matrix as a PNG (matplotlib, Agg), written atomically; never over one of
+    `inputs` or inside one of their folders."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +203,7 @@ def write_confusion(result: Evaluation, target: str | Path) -> Path:
 
     from ghostspec.files import write_with
 
-    path = check_png_target(target)
+    path = check_png_target(target, inputs)
     k = len(result.classes)
     side = min(2.0 + 0.45 * k, 40.0)
     fig, ax = plt.subplots(figsize=(side, side))
@@ -174,7 +225,7 @@ def write_confusion(result: Evaluation, target: str | Path) -> Path:
                         colour = "white" if shares[i, j] > 0.5 else "black"
                         ax.text(j, i, str(value), ha="center", va="center", color=colour)
         fig.tight_layout()
-        write_with(path, lambda temp: fig.savefig(temp, format="png", dpi=100))
+        write_with(path, lambda temp: fig.savefig(temp, format="png", dpi=100), inputs=inputs)
     finally:
         plt.close(fig)
     return path

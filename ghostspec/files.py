@@ -2,8 +2,9 @@
 
 Outputs go to a temporary file (or folder) beside the target and are renamed into place only on
 success; a failed or interrupted run leaves what existed before and no temporary file. Every
-output is checked before the expensive work: its folder exists and is a folder, it is not one of
-the command's inputs, and it replaces only what ghostspec itself would write there.
+output is checked before the expensive work: its folder exists and is a folder, it is none of
+the command's input files under any name and lies in none of its input folders (an image folder,
+a run folder), and it replaces only what ghostspec itself would write there.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 import struct
@@ -40,9 +42,31 @@ def write_error(target: PathLike, err: OSError) -> SpecError:
         errno.EPERM: "the file may be immutable or protected (see lsattr / chattr -i); "
         "or write elsewhere",
         errno.EROFS: "the file system is read-only; write somewhere else",
+        errno.EFBIG: "the file is larger than the size limit of this process or file system "
+        "(ulimit -f); raise the limit or write somewhere else",
     }
     hint = hints.get(err.errno or 0, "check the path and its folder, or write elsewhere")
     return _refuse(target, f"cannot write: {reason}; nothing was changed", hint)
+
+
+def library_write_error(err: BaseException) -> OSError | None:
+    """The OSError behind a library's failed write, or None when `err` is not one.
+
+    h5py (Keras' weights files) reports a full disk or a size limit as a RuntimeError whose
+    text carries the errno ("... file write failed: ..., errno = 28, error message = 'No
+    space left on device' ..."); the writers below turn it back into the OSError it was."""
+    if isinstance(err, OSError):
+        return err
+    if not isinstance(err, RuntimeError):
+        return None
+    found = re.search(r"errno = (\d+)", str(err))
+    code = 0 if found is None else int(found.group(1))
+    if code not in _WRITE_FAILURES:
+        return None
+    return OSError(code, os.strerror(code))
+
+
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
 # ------------------------------------------------------------------------------ output checks
@@ -102,35 +126,96 @@ def _inside(path: Path, folder: Path) -> bool:
     return real == top or top in real.parents
 
 
-def _check_not_an_input(target: Path, inputs: Iterable[PathLike | None]) -> None:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what `path` names (through symlinks), or None when it is not there."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _ancestors(path: Path) -> Iterator[Path]:
+    """`path` and the folders above it, as written and as resolved (a symlink anywhere on the
+    way is followed), so a folder is found under any name."""
+    seen: set[Path] = set()
+    for start in (path.absolute(), Path(os.path.realpath(path))):
+        for candidate in (start, *start.parents):
+            if candidate not in seen:
+                seen.add(candidate)
+                yield candidate
+
+
+def input_folder_holding(target: PathLike, inputs: Iterable[PathLike | None]) -> Path | None:
+    """The input folder among `inputs` that `target` is, or lies inside (by path through any
+    symlink, and by device and inode, so a bind mount or a second name is no way around it)."""
+    folders = {}
     for source in inputs:
         if source is None or not str(source):
             continue
         source = Path(source)
-        if (
-            (target.exists() or target.is_symlink())
-            and source.exists()
-            and _same_file(source, target)
-        ):
-            raise _refuse(
-                target,
-                f"the output is the same file as the input {str(source)!r}; writing it would "
-                "destroy the input",
-                "choose another output path",
-            )
+        if source.is_dir():
+            identity = _identity(source)
+            if identity is not None:
+                folders[identity] = source
+    if not folders:
+        return None
+    for folder in _ancestors(Path(target)):
+        found = folders.get(_identity(folder) or (-1, -1))
+        if found is not None:
+            return found
+    return None
 
 
-def _check_not_inside(target: Path, folders: Iterable[PathLike | None]) -> None:
-    for folder in folders:
-        if folder is None or not str(folder) or not Path(folder).is_dir():
-            continue
-        if _inside(target, Path(folder)):
-            raise _refuse(
-                target,
-                f"lies inside the input folder {str(folder)!r}; written there, the output would "
-                "become one of the files the command reads",
-                "write it outside that folder",
+def _check_not_an_input(
+    target: Path,
+    inputs: Iterable[PathLike | None],
+    what: str = "output",
+    hint: str | None = None,
+) -> None:
+    """Refuse a target that is one of the command's input files under any name (symlink, hard
+    link), or is or lies inside one of its input folders (an image folder, a run folder)."""
+    inputs = list(inputs)
+    if target.exists() or target.is_symlink():
+        mine = _identity(target)
+        for source in inputs:
+            if source is None or not str(source) or Path(source).is_dir():
+                continue
+            source = Path(source)
+            same = (
+                _identity(source) == mine
+                if mine is not None
+                else source.exists() and _same_file(source, target)
             )
+            if same:
+                raise _refuse(
+                    target,
+                    f"the {what} is the same file as the input {str(source)!r}; writing it would "
+                    "destroy the input",
+                    "choose another output path",
+                )
+    folder = input_folder_holding(target, inputs)
+    if folder is not None:
+        same = _identity(folder) == _identity(target)
+        where = "is" if same else "is inside"
+        raise _refuse(
+            target,
+            f"the {what} {where} the input folder {str(folder)!r}, which this command reads; "
+            "writing there would change or destroy what is in it",
+            hint or f"write the {what} outside {str(folder)!r}",
+        )
+
+
+def check_not_an_input(
+    target: PathLike,
+    inputs: Iterable[PathLike | None],
+    what: str = "output",
+    hint: str | None = None,
+) -> Path:
+    """The output `target` checked against every input of the command: not one of its files
+    under any name, and neither one of its folders nor inside one. Raises SpecError."""
+    _check_not_an_input(Path(target), inputs, what, hint)
+    return Path(target)
 
 
 def check_output(
@@ -143,11 +228,10 @@ def check_output(
 ) -> Path:
     """The output file `target`, checked before any work: its suffix (case-insensitive), its
     folder, that it is not a folder or a device, that it is none of `inputs` (the same file
-    under any name: symlinks and hard links compare equal) and lies inside none of the input
-    `folders` (a folder of images read). Raises SpecError."""
+    under any name: symlinks and hard links compare equal) and that it lies inside none of the
+    folders among `inputs` and `folders` (see `check_not_an_input`). Raises SpecError."""
     path = Path(target)
-    _check_not_an_input(path, inputs)
-    _check_not_inside(path, folders)
+    _check_not_an_input(path, [*inputs, *folders])
     if suffixes and path.suffix.lower() not in suffixes:
         names = " or ".join(suffixes)
         raise _refuse(
@@ -268,8 +352,11 @@ def atomic_path(target: PathLike, *, inputs: Iterable[PathLike | None] = ()) -> 
                 info = real.stat()
                 os.chown(temp, info.st_uid, info.st_gid)
             os.replace(temp, real)
-        except OSError as err:
-            raise write_error(shown, err) from None
+        except (OSError, RuntimeError) as err:
+            failure = library_write_error(err)
+            if failure is None:
+                raise
+            raise write_error(shown, failure) from None
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
@@ -306,6 +393,44 @@ def atomic_directory(target: PathLike, *, inputs: Iterable[PathLike | None] = ()
         shutil.rmtree(temp, ignore_errors=True)
 
 
+# The names of the temporaries above: `atomic_path` writes `.<target name>.<8 random
+# characters>.tmp<suffix>` beside the target (a writer that needs its own ending appends it, as
+# Keras' `.weights.h5`), `atomic_directory` `.<target name>.<8>.tmp`, `scratch_tempdir`
+# `.ghostspec-scratch.<8>`. A process killed while writing leaves them; `stale_temporaries`
+# finds exactly these (tempfile's 8 characters are a-z, 0-9 and _).
+_RANDOM = r"[a-z0-9_]{8}"
+SCRATCH_PREFIX = ".ghostspec-scratch."
+
+
+def stale_temporaries(folder: PathLike, is_target: Callable[[str], bool]) -> list[Path]:
+    """The temporaries the writers above leave in `folder` when a process is killed while
+    writing a file whose name `is_target` accepts, and their scratch folders: nothing else.
+    Only safe to remove while no other process writes `folder` (the caller holds its lock)."""
+    own = re.compile(rf"\.(.+)\.{_RANDOM}\.tmp(?:\.[a-z0-9]+)?(?:\.weights\.h5)?")
+    scratch = re.compile(rf"{re.escape(SCRATCH_PREFIX)}{_RANDOM}")
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries]
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        match = own.fullmatch(name)
+        if scratch.fullmatch(name) or (match is not None and is_target(match.group(1))):
+            found.append(Path(folder) / name)
+    return sorted(found)
+
+
+def remove_paths(paths: Iterable[Path]) -> None:
+    """Remove files and folders, quietly skipping what is gone or cannot be removed."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 @contextlib.contextmanager
 def scratch_tempdir(beside: PathLike) -> Iterator[Path]:
     """Point Python's temporary files at a private folder beside `beside` while a library
@@ -313,7 +438,7 @@ def scratch_tempdir(beside: PathLike) -> Iterator[Path]:
     when the library fails half-way."""
     parent = Path(beside).parent if str(Path(beside).parent) else Path(".")
     try:
-        scratch = Path(tempfile.mkdtemp(prefix=".ghostspec-scratch.", dir=parent))
+        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
     except OSError as err:
         raise write_error(beside, err) from None
     previous = tempfile.tempdir

@@ -183,7 +183,7 @@ def model_inputs(model: str | Path) -> tuple[Path, ...]:
 
     path = Path(model)
     if path.is_dir():
-        return (path / MODEL_FILE, path / "classes.txt")
+        return (path / MODEL_FILE, path / "classes.json", path / "classes.txt")
     return (path, sidecar_path(path))
 
 

@@ -568,7 +568,17 @@ main()
 """
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def default_signals() -> None:
+    """In the child, before it starts: SIGINT and SIGTERM as a shell's foreground job has them.
+    A shell starts a background job (`pytest &`) with SIGINT ignored, children inherit that,
+    and Python installs no KeyboardInterrupt handler then, so the signal would never arrive."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
 def test_a_signal_while_writing_leaves_nothing(tmp_path: Path, sig: int, code: int) -> None:
     (tmp_path / "tiny.yaml").write_text(TINY)
     (tmp_path / "out.keras").write_bytes(b"previous")
@@ -578,6 +588,7 @@ def test_a_signal_while_writing_leaves_nothing(tmp_path: Path, sig: int, code: i
         env=_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_signals,
     )
     _wait_for(lambda: len(listing(tmp_path)) > 2, process)  # the temporary file is there
     process.send_signal(sig)
@@ -613,6 +624,7 @@ def test_sigterm_during_export_cleans_the_temp_folder(tmp_path: Path) -> None:
         env=_environment(TMPDIR=str(tmpdir)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_signals,
     )
     assert process.stdout is not None
     assert process.stdout.readline() == b"converting\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import os
 from pathlib import Path
@@ -197,9 +198,9 @@ def test_run_folder_files(trained: tuple[Path, str, int], spec: Path) -> None:
     from ghostspec.language.recipe import load_recipe
 
     out, _, _ = trained
-    for name in ("spec.yaml", "recipe.yaml", "classes.txt", "metrics.csv", "curves.png"):
+    for name in ("spec.yaml", "recipe.yaml", "classes.json", "metrics.csv", "curves.png"):
         assert (out / name).is_file(), name
-    assert (out / "classes.txt").read_text().splitlines() == [
+    assert json.loads((out / "classes.json").read_text()) == [
         "circle",
         "square",
         "stripes",

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ghostspec.cli.exit_codes import EXIT_FAULT, EXIT_OK
 
@@ -16,6 +17,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ghostspec.files import check_output
     from ghostspec.keras.modelfile import save_model_file
 
+    spec = ghostspec.load(args.spec, args.overrides)
     plan = ghostspec.plan(args.spec, args.overrides)
     output = Path(args.output or f"{plan.name}.keras")
     inputs = [args.spec, args.weights]
@@ -36,7 +38,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAULT
-    save_model_file(model, output, inputs=inputs)
+    save_model_file(model, output, _metadata(spec, plan, args), inputs=inputs)
     summary = {
         "name": plan.name,
         "input_shape": [None, *plan.input_shape],
@@ -73,3 +75,21 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"  note: {skipped_note(args.weights, skipped)}")
     print(f"  wrote {output}")
     return EXIT_OK
+
+
+def _metadata(spec: Any, plan: Any, args: argparse.Namespace) -> Any:
+    """What the .keras file records besides Keras' config: the resolved spec (so the model can
+    be fused and exported from the file alone, GhostNetV3's branches too), mean, std and, for a
+    fixed-size spec, the input size."""
+    from ghostspec.keras.modelfile import ModelMetadata
+    from ghostspec.language.fmt import resolved_spec_text
+
+    sets = " ".join(f"--set {o}" for o in args.overrides)
+    note = f"resolved by ghostspec build from {args.spec}{' ' + sets if sets else ''}"
+    h, w, _ = plan.input_shape
+    return ModelMetadata(
+        mean=tuple(plan.mean),
+        std=tuple(plan.std),
+        input_size=None if h is None or w is None else (int(h), int(w)),
+        spec=resolved_spec_text(spec, note),
+    )

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.to == "keras-hub":
+        return _export_keras_hub(args)
     from ghostspec.deploy import export
     from ghostspec.deploy.calibration import (
         DEFAULT_SAMPLES,
@@ -62,7 +64,14 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"{name}{tag}_savedmodel" if args.to == "savedmodel" else f"{name}{tag}{suffix}"
         )
 
-    inputs = (args.source, args.weights, None if saved is None else saved.path)
+    # every input, folders too: the artifact goes neither over one nor inside one
+    inputs = (
+        args.source,
+        args.weights,
+        None if saved is None else saved.path,
+        calibration.folder,
+        args.eval_data if args.quantize == "int8" else None,
+    )
     stem = None if saved is None else default_stem(saved)
     output = Path(args.output) if args.output else None
     if output is None and stem is not None:
@@ -79,12 +88,15 @@ def cmd_export(args: argparse.Namespace) -> int:
             val_split=args.val_split,
         )
     comparison = _comparison_data(args, images, saved)
+    if output is not None:  # an image reached through a symlink or a hard link is an input too
+        _check_against_images(output, images, comparison)
     samples = calibration.random or (0 if images is None else len(images.files))
     memory = None
     if saved is None:
         # spec and size errors, and exports that cannot fit in memory, before TensorFlow loads
         plan, note = _spec_export_plan(args)
         output = output or export.check_artifact_path(args.to, default_path(plan.name), inputs)
+        _check_against_images(output, images, comparison)
         memory = export.plan_memory(
             plan, fuse=args.fuse, to=args.to, batch=args.batch, quantize=args.quantize
         )
@@ -107,7 +119,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             comparison = None  # a backbone calibrated on a labelled folder: nothing to score
         else:
             mapping = quantized_eval.label_map(comparison, built, classes)
-    output = output or export.check_artifact_path(args.to, default_path(name), inputs)
+    if output is None:
+        output = export.check_artifact_path(args.to, default_path(name), inputs)
+        _check_against_images(output, images, comparison)
     try:
         result = export.export(
             model,
@@ -157,6 +171,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export_keras_hub(args: argparse.Namespace) -> int:
+    """A run folder or a .keras file as a keras-hub preset folder (ghostspec.hub.preset)."""
+    from ghostspec.deploy.source import saved_source
+    from ghostspec.hub import require_keras_hub
+
+    require_keras_hub("--to keras-hub")
+    from ghostspec.hub.preset import export_preset
+
+    unused = {
+        "--input-size": args.input_size,
+        "--batch": args.batch,
+        "--quantize": None if args.quantize == "none" else args.quantize,
+        "--calibration": args.calibration,
+        "--eval-data": args.eval_data,
+        "--weights": args.weights,
+        "--set": args.overrides or None,
+    }
+    problems = [
+        Diagnostic(file=flag, message="does not apply to --to keras-hub")
+        for flag, value in unused.items()
+        if value is not None
+    ]
+    saved = saved_source(args.source)
+    if saved is None:
+        problems.append(
+            Diagnostic(
+                file=args.source,
+                message="a keras-hub preset is made from a trained model: a run folder or a "
+                ".keras file written by ghostspec",
+                hint="for a spec, use ghostspec.hub.GhostNetBackbone(spec) in Python",
+            )
+        )
+    if problems:
+        raise SpecError(problems)
+    assert saved is not None
+    stem = saved.run.resolve().name if saved.run is not None else saved.path.stem
+    output = export_preset(args.source, args.output or f"{stem}_keras_hub")
+    print(f"wrote {output} (keras-hub preset: GhostNetBackbone, GhostNetImageClassifier)")
+    return EXIT_OK
+
+
 def _export_model(
     args: argparse.Namespace, saved: Any
 ) -> tuple[Any, Any, str, Any, tuple[int, int] | None, tuple[str, ...] | None]:
@@ -193,13 +248,15 @@ def _spec_export_plan(args: argparse.Namespace) -> tuple[Plan, str]:
     224x224), so the planner's size checks apply, and the summary line's note on the size."""
     import ghostspec
     from ghostspec.deploy.export import export_size
+    from ghostspec.plan.checks import on_flag
 
     spec = ghostspec.load(args.source, args.overrides)
     h, w, _ = spec.input.shape
     requested = (args.input_size[0], args.input_size[1]) if args.input_size else None
     static = None if h is None or w is None else (h, w)
     size, note = export_size(requested, static, fixed=False, source=args.source)
-    return ghostspec.plan(args.source, args.overrides, input_size=size), note
+    located = on_flag("--input-size" if requested else f"{args.source}: input.shape")
+    return ghostspec.plan(args.source, args.overrides, input_size=size, size_from=located), note
 
 
 def _comparison_data(args: argparse.Namespace, images: Any, saved: Any) -> Any:
@@ -219,6 +276,16 @@ def _comparison_data(args: argparse.Namespace, images: Any, saved: Any) -> Any:
     return quantized_eval.eval_data(
         images.source, flag="--calibration", val_split=args.val_split, seed=args.seed
     )
+
+
+def _check_against_images(output: Path, images: Any, comparison: Any) -> None:
+    """The artifact is none of the images calibration or the accuracy comparison reads."""
+    from ghostspec.files import check_not_an_input
+
+    files = [] if images is None else list(images.files)
+    files += [] if comparison is None else [s.path for s in comparison.checked.samples]
+    if files:
+        check_not_an_input(output, files)
 
 
 def _export_json(result: Any, size: tuple[int, int], images: Any, accuracy: Any) -> dict[str, Any]:

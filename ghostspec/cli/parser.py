@@ -85,11 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "export",
-        help="write a deployable artifact (SavedModel, TFLite, ONNX), parity-checked",
+        help="write a deployable artifact (SavedModel, TFLite, ONNX, keras-hub preset), "
+        "parity-checked",
         parents=[verbose],
     )
     p.add_argument("source", metavar="SPEC|MODEL.keras|RUN_DIR")
-    p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx"])
+    p.add_argument("--to", required=True, choices=["savedmodel", "tflite", "onnx", "keras-hub"])
     p.add_argument(
         "-o", "--output", metavar="PATH", help="default: named after the model (or the run)"
     )
@@ -160,9 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion", metavar="confusion.png", help="also draw the confusion matrix")
     p.add_argument("--batch-size", type=int, default=64, metavar="N")
     p.add_argument(
-        "--val-split", type=float, metavar="F", help="for DIR/<class>/*: the held-out fraction"
+        "--val-split",
+        type=float,
+        metavar="F",
+        help="for DIR/<class>/*: the held-out fraction (default: a run's own, else 0.2)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the --val-split split")
+    p.add_argument(
+        "--seed", type=int, help="seed of the --val-split split (default: a run's own, else 0)"
+    )
     p.add_argument(
         "--strict-data", action="store_true", help="stop at an unreadable image (default: skip)"
     )
@@ -218,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", metavar="RUN_DIR", help="default: runs/<spec name>-<n>")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last epoch")
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: continue although the image folder changed (metrics.csv notes it)",
+    )
     p.add_argument("--weights", metavar="PATH", help="start from a reference state dict")
     _add_overrides(p)
     return parser

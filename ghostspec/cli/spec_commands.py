@@ -78,12 +78,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     import ghostspec
+    from ghostspec.plan.checks import on_flag
     from ghostspec.views import report
 
     size = tuple(args.input_size) if args.input_size else None
     if size is not None and min(size) < 1:
         raise SpecError([Diagnostic(file="--input-size", message="H and W must be at least 1")])
-    plan = ghostspec.plan(args.spec, args.overrides, input_size=size)
+    plan = ghostspec.plan(
+        args.spec, args.overrides, input_size=size, size_from=on_flag("--input-size")
+    )
     accepts = plan.input_shape
     if plan.macs is None:  # any input size: cost it at the reference size instead of not at all
         from ghostspec.plan.ir import reference_size

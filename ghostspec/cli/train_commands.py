@@ -29,6 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             weights=args.weights,
             strategy=args.strategy,
             devices=[d.strip() for d in (args.devices or "").split(",") if d.strip()],
+            allow_data_change=args.allow_data_change,
         )
     except Interrupted as stop:
         terminated = isinstance(stop.signal, Terminated)
@@ -44,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ghostspec import evaluate
 
-    inputs = [args.source, args.weights]
+    inputs = [args.source, args.weights, args.data]  # folders too: nothing is written inside them
     confusion = evaluate.check_png_target(args.confusion, inputs) if args.confusion else None
     result = evaluate.evaluate(
         args.source,
@@ -56,9 +57,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         val_split=args.val_split,
         seed=args.seed,
         strict=args.strict_data,
+        confusion=confusion,
     )
     if confusion is not None:
-        evaluate.write_confusion(result, confusion)
+        evaluate.write_confusion(result, confusion, inputs)
     if args.format == "json":
         print(evaluate.render_json(result))
     else:

@@ -4,7 +4,8 @@ Every image ghostspec reads (training and validation data, evaluation, int8 cali
 checked here first: a regular file (never a FIFO or device: those hang or never end), at most
 `MAX_IMAGE_BYTES`, a JPEG, PNG, BMP or GIF whose header Pillow can read, at most `MAX_PIXELS`
 pixels and a sane aspect ratio, and not visibly truncated. Problems come back as one readable
-line per file, named by path.
+line per file, named by path. The few kinds TensorFlow's decoders cannot read right (1-bit and
+palette BMPs, CMYK JPEGs) are marked for Pillow, which decodes them inside the same pipelines.
 
 The evaluation preprocessing (the reference's ImageNet evaluation, timm's `crop_pct` transform):
 RGB in [0, 1], the shorter side resized to floor(size / crop_pct) keeping the aspect ratio
@@ -52,6 +53,13 @@ class ImageInfo:
     height: int
     channels: int  # as stored: 1 (gray), 2 (gray + alpha), 3 (RGB), 4 (RGBA)
     bytes: int
+    mode: str = "RGB"  # Pillow's name for the stored pixels: 1, L, P, RGB, CMYK, I;16, ...
+    pillow: bool = False  # decoded by Pillow: TensorFlow's decoder cannot read it right
+
+    @property
+    def kind(self) -> str:
+        """`BMP (mode 1)` style text for messages."""
+        return f"{self.format} (mode {self.mode})"
 
     @property
     def pixels(self) -> int:
@@ -133,7 +141,42 @@ def _probe(handle: BinaryIO, size: int, path: str | Path) -> ImageInfo:
     tail = handle.read(TAIL_BYTES)
     if _truncated(fmt, head, tail, size):
         raise image_error(path, f"is a truncated {fmt} file (its end is missing)")
-    return ImageInfo(Path(path), fmt, width, height, _channels(mode), size)
+    pillow = _needs_pillow(fmt, mode, head)
+    return ImageInfo(Path(path), fmt, width, height, _channels(mode), size, mode, pillow)
+
+
+def _needs_pillow(fmt: str, mode: str, head: bytes) -> bool:
+    """Whether TensorFlow's decoder would fail on the image, or read other pixels than Pillow:
+    BMPs other than uncompressed 24- and 32-bit (1-bit images fail; palette images come out as
+    their palette indices) and JPEGs other than gray and RGB (CMYK, YCCK)."""
+    if fmt == "BMP":
+        if len(head) < 34 or int.from_bytes(head[14:18], "little") < 40:
+            return True  # an OS/2 header
+        bits = int.from_bytes(head[28:30], "little")
+        compression = int.from_bytes(head[30:34], "little")
+        return bits not in (24, 32) or compression != 0 or mode not in ("RGB", "RGBA")
+    if fmt == "JPEG":
+        return mode not in ("L", "RGB")
+    return False
+
+
+def pillow_pixels(contents: bytes | np.ndarray) -> np.ndarray:
+    """uint8 [H, W, C] of an image Pillow decodes (the first frame): C is 1 (gray), 2 (gray and
+    alpha), 3 (RGB) or 4 (RGBA), as stored, for `decode` to convert like any other image."""
+    import numpy as np
+    from PIL import Image
+
+    data = contents if isinstance(contents, bytes) else bytes(contents.item())  # eager: an array
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked in _probe
+        with Image.open(io.BytesIO(data)) as image:
+            image.seek(0)
+            channels = _channels(image.mode)
+            if "transparency" in image.info and channels in (1, 3):
+                channels += 1
+            target = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+            pixels = np.asarray(image.convert(target), np.uint8)
+    return pixels.reshape(*pixels.shape[:2], channels)
 
 
 def _channels(mode: str) -> int:
@@ -172,21 +215,33 @@ def _truncated(fmt: str, head: bytes, tail: bytes, size: int) -> bool:
     return False
 
 
-def decode(contents: tf.Tensor, channels: int) -> tf.Tensor:
+def decode(contents: tf.Tensor, channels: int, pillow: bool | tf.Tensor = False) -> tf.Tensor:
     """TF ops: encoded bytes -> uint8 [H, W, channels] (first frame of a GIF).
 
     Pixels equal Pillow's (JPEG with the accurate IDCT). Gray, gray + alpha, RGB and RGBA
     convert as PIL's `convert` does: gray is repeated, alpha
-    dropped (or added as opaque), and RGB becomes gray by ITU-R 601-2 luma.
+    dropped (or added as opaque), and RGB becomes gray by ITU-R 601-2 luma. `pillow` (a bool
+    or a boolean tensor: `ImageInfo.pillow`) decodes with Pillow instead, for the images
+    TensorFlow's decoders cannot read right (1-bit and palette BMPs, CMYK JPEGs).
     """
     import tensorflow as tf
 
-    image = tf.cond(
-        tf.io.is_jpeg(contents),
-        # the accurate IDCT gives exactly Pillow's pixels (the reference reads images with PIL)
-        lambda: tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(contents, channels=0, expand_animations=False),
-    )
+    def with_tensorflow() -> tf.Tensor:
+        return tf.cond(
+            tf.io.is_jpeg(contents),
+            # the accurate IDCT gives exactly Pillow's pixels (the reference reads with PIL)
+            lambda: tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(contents, channels=0, expand_animations=False),
+        )
+
+    def with_pillow() -> tf.Tensor:
+        pixels = tf.numpy_function(pillow_pixels, [contents], tf.uint8, stateful=False)
+        return tf.ensure_shape(pixels, [None, None, None])
+
+    if isinstance(pillow, bool):
+        image = with_pillow() if pillow else with_tensorflow()
+    else:
+        image = tf.cond(pillow, with_pillow, with_tensorflow)
     have = tf.shape(image)[-1]
     if channels == 1:
         return tf.cond(have >= 3, lambda: luma(image), lambda: image[..., :1])
@@ -284,11 +339,13 @@ def load_eval_image(
     import tensorflow as tf
 
     data = read_image_file(path)
-    probe_bytes(data, path)
+    info = probe_bytes(data, path)
     try:
-        image = decode(tf.constant(data), channels)
+        image = decode(tf.constant(data), channels, info.pillow)
     except tf.errors.OpError:
-        raise image_error(path, "cannot be decoded: the image data is damaged") from None
+        raise image_error(
+            path, f"cannot be decoded: the {info.kind} image data is damaged"
+        ) from None
     return eval_preprocess(image, size, crop_pct, mean, std).numpy()
 
 

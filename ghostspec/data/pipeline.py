@@ -303,19 +303,23 @@ def _options() -> tf.data.Options:
     return options
 
 
-def _paths_and_labels(checked: Checked) -> tuple[list[bytes], np.ndarray]:
+def _paths_and_labels(checked: Checked) -> tuple[tuple[list[bytes], np.ndarray], np.ndarray]:
+    """((file names, decode-with-Pillow flags), labels) of the checked samples."""
     # file names as the OS's bytes: a name that is not valid UTF-8 still opens
     paths = [os.fsencode(s.path) for s in checked.samples]
-    return paths, np.array([s.label for s in checked.samples], np.int32)
+    pillow = np.array([info.pillow for info in checked.infos], bool)
+    return (paths, pillow), np.array([s.label for s in checked.samples], np.int32)
 
 
 def _decoder(channels: int, then: Callable[[tf.Tensor], tf.Tensor] | None = None) -> Callable:
+    """(file name, Pillow flag) -> the decoded image, then `then` of it."""
     import tensorflow as tf
 
     from ghostspec.data.images import decode
 
-    def run(path: tf.Tensor) -> tf.Tensor:
-        image = decode(tf.io.read_file(path), channels)
+    def run(file: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        path, pillow = file
+        image = decode(tf.io.read_file(path), channels, pillow)
         return image if then is None else then(image)
 
     return run
@@ -344,9 +348,9 @@ def _cached(
     import tensorflow as tf
 
     decode = _decoder(channels, then)
-    paths, labels = _paths_and_labels(checked)
-    index = np.arange(len(paths), dtype=np.int64)
-    ds = tf.data.Dataset.from_tensor_slices((index, paths, labels))
+    files, labels = _paths_and_labels(checked)
+    index = np.arange(len(labels), dtype=np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((index, files, labels))
     ds = ds.map(
         lambda i, p, y: (i, decode(p), y),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -354,22 +358,23 @@ def _cached(
     )
     ds = ds.ignore_errors().cache()
     decoded = {int(i) for i in ds.map(lambda i, x, y: i).as_numpy_iterator()}  # fills the cache
-    failed = [checked.samples[i].path for i in range(len(paths)) if i not in decoded]
+    failed = [i for i in range(len(labels)) if i not in decoded]
     if failed:
         problems = [
             Diagnostic(
-                file=str(path),
-                message="cannot be decoded: the image data is damaged (its header is fine)",
-                hint="replace or remove the file",
+                file=str(checked.samples[i].path),
+                message=f"cannot be decoded: the {checked.infos[i].kind} image data is damaged "
+                "or of a kind the decoder does not read (its header is fine)",
+                hint="replace or remove the file (or convert it to an 8-bit RGB PNG or JPEG)",
                 severity="error" if strict else "warning",
             )
-            for path in failed
+            for i in failed
         ]
         if strict:
             raise SpecError(problems)
         report_problems(problems)
     if not decoded:
-        raise _problem("--data", f"none of the {len(paths)} images can be decoded")
+        raise _problem("--data", f"none of the {len(labels)} images can be decoded")
     count = len(decoded)
     ds = ds.map(lambda i, x, y: (x, y)).apply(tf.data.experimental.assert_cardinality(count))
     return ds, count

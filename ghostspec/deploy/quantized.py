@@ -100,11 +100,14 @@ def eval_data(
 
 
 def is_classifier(model: Any) -> bool:
-    """True when the model has one output of class scores [N, classes] (not a backbone)."""
+    """True when the model has one output of class scores [N, classes]: not a backbone's
+    feature maps, nor its pooled features (`keras.modelfile.pooled_output`)."""
+    from ghostspec.keras.modelfile import pooled_output
+
     if len(model.outputs) != 1:
         return False
     shape = model.outputs[0].shape
-    return len(shape) == 2 and shape[-1] is not None
+    return len(shape) == 2 and shape[-1] is not None and pooled_output(model) is None
 
 
 def label_map(data: EvalData, model: Any, classes: tuple[str, ...] | None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """What model is this? The one answer for evaluate, export, predict and profile.
 
-`resolve` takes a run folder (its best.keras and classes.txt), a .keras file (with ghostspec's
+`resolve` takes a run folder (its best.keras and class list), a .keras file (with ghostspec's
 metadata: `ghostspec.keras.modelfile.ModelMetadata`), a spec with weights, or a .tflite or .onnx
 file exported by ghostspec (with the metadata export writes: `ghostspec.deploy.artifact`), and
 returns one value, a `ResolvedModel`: a function of float32 batches, the class names, the
@@ -117,14 +117,13 @@ def default_stem(saved: SavedSource) -> str | None:
 
 
 def _classes_txt(run: Path | None) -> tuple[str, ...] | None:
-    """A run folder's classes.txt, for a best.keras whose metadata names no classes."""
-    from ghostspec.files import read_regular_file
+    """A run folder's class list (classes.json, or classes.txt of earlier runs), for a
+    best.keras whose metadata names no classes."""
+    from ghostspec.data.classnames import class_names_file, read_class_names
 
-    path = None if run is None else run / "classes.txt"
-    if path is None or not path.is_file():
+    if run is None or class_names_file(run) is None:
         return None
-    text = read_regular_file(path, 16 * 2**20, "class list").decode("utf-8", "replace")
-    return tuple(line.strip() for line in text.splitlines() if line.strip()) or None
+    return read_class_names(run) or None
 
 
 def load_saved(saved: SavedSource, *, fuse: bool) -> SavedModel:
@@ -223,10 +222,16 @@ def _defaults(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _output_count(model: Any) -> int | None:
+    """The class scores per image, None for any other output: several outputs, feature maps,
+    or a backbone's pooled features (`keras.modelfile.pooled_output`)."""
+    from ghostspec.keras.modelfile import pooled_output
+
     if len(model.outputs) != 1:
         return None
     shape = model.outputs[0].shape
-    return int(shape[-1]) if len(shape) == 2 and shape[-1] is not None else None
+    if len(shape) != 2 or shape[-1] is None or pooled_output(model) is not None:
+        return None
+    return int(shape[-1])
 
 
 def keras_runner(model: Any) -> Runner:

@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,6 +64,21 @@ GHOSTSPEC_LAYERS = frozenset(
 Floats = tuple[Annotated[float, Field(allow_inf_nan=False)], ...]
 
 
+class ValidationSplit(BaseModel):
+    """Which images of its image folder a trained model was validated on, where that split was
+    drawn (a plain DIR/<class>/* folder, or train/ without val/): the held-out `fraction` and
+    the `seed` draw it again, and `digest` (sha-256 of the split's file list, labels included)
+    tells whether a folder gives the same images (`ghostspec.data.splits`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    layout: Literal["split", "flat"]
+    fraction: Annotated[float, Field(gt=0, lt=1)]
+    seed: Annotated[int, Field(ge=0)]
+    images: Annotated[int, Field(ge=0)]
+    digest: Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
+
+
 class ModelMetadata(BaseModel):
     """What ghostspec knows about a model beyond Keras' config; stored as `ghostspec.json`."""
 
@@ -75,6 +90,7 @@ class ModelMetadata(BaseModel):
     input_size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = None
     crop_pct: Annotated[float, Field(gt=0, le=1)] | None = None
     spec: str | None = None
+    validation: ValidationSplit | None = None  # a trained model's drawn validation split
 
     def to_json(self) -> str:
         return json.dumps({"ghostspec_metadata": 1, **self.model_dump(mode="json")}, indent=2)
@@ -147,6 +163,25 @@ def load_model_file(path: PathLike, *, compile: bool = True) -> LoadedModel:
                 model = _keras_load(name, keras_file, compile)
     image_input_shape(model, name)
     return LoadedModel(model=model, metadata=metadata, path=path)
+
+
+def read_model_metadata(path: PathLike) -> ModelMetadata | None:
+    """The ghostspec metadata of a .keras file without loading the model (no Keras import):
+    None when the file has none. The archive is checked as `load_model_file` checks it."""
+    name = str(path)
+    with open_regular_file(path, MAX_FILE_BYTES, "model file", HINT) as handle:
+        try:
+            archive = zipfile.ZipFile(handle)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+            raise _error(
+                name,
+                "is not a Keras model file (not a zip archive); it may be truncated or damaged",
+            ) from None
+        with archive:
+            _check_members(name, archive)
+            if METADATA_MEMBER not in archive.namelist():
+                return None
+            return ModelMetadata.from_json(_read_member(name, archive, METADATA_MEMBER), name)
 
 
 def _check_members(name: str, archive: zipfile.ZipFile) -> None:
@@ -320,6 +355,38 @@ def image_input_shape(model: Any, file: str) -> tuple[int | None, int | None, in
         )
     h, w, c = shape[1], shape[2], shape[3]
     return (None if h is None else int(h), None if w is None else int(w), int(c))
+
+
+# Layers that pass their input on with no weights of their own: looking back from a model's
+# output through them finds the layer that made its values.
+_PASS_THROUGH = frozenset(
+    {"Flatten", "Reshape", "Activation", "Softmax", "ReLU", "Dropout", "Identity", "InputLayer"}
+)
+_POOLING = frozenset({"GlobalAveragePooling2D", "GlobalMaxPooling2D"})
+
+
+def pooled_output(model: Any) -> str | None:
+    """The name of the global pooling layer whose values are the model's output (a backbone's
+    pooled features: no classifier after the pooling), or None. Looks back from the output
+    through layers without weights (flatten, activations, dropout); a Dense layer, or a 1x1
+    convolution after the pooling (Keras' MobileNetV3 classifier), is a classifier."""
+    try:
+        history = model.outputs[0]._keras_history
+        layer = history.operation if hasattr(history, "operation") else history[0]
+    except (AttributeError, IndexError, TypeError):
+        return None
+    for _ in range(64):
+        kind = type(layer).__name__
+        if kind in _POOLING:
+            return str(layer.name)
+        if kind not in _PASS_THROUGH or layer.weights:
+            return None
+        try:
+            history = layer.input._keras_history
+            layer = history.operation if hasattr(history, "operation") else history[0]
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return None
+    return None
 
 
 def _channels_first(model: Any) -> bool:

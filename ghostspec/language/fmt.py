@@ -13,7 +13,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from ghostspec.language.reading import CoreResolver, parse_text
+from ghostspec.language.reading import CoreResolver, dump_yaml, parse_text
+from ghostspec.language.spec import ROW_COLUMNS, Spec
 
 
 def _scalar(value: Any) -> bool:
@@ -103,3 +104,24 @@ def _tighten_nested_lists(text: str) -> str:
         inner_indent = None
         out.append(line)
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------------ the resolved spec
+
+
+def _block(block: dict[str, Any]) -> Any:
+    """A block as a compact row when it has nothing but the five columns, else a mapping of its
+    set fields."""
+    extra = {k: v for k, v in block.items() if k not in ROW_COLUMNS}
+    if extra.get("repeat") == 1 and all(extra.get(k) is None for k in extra if k != "repeat"):
+        return [block[k] for k in ROW_COLUMNS]
+    return {k: v for k, v in block.items() if v is not None}
+
+
+def resolved_spec_text(spec: Spec, note: str) -> str:
+    """The validated spec as YAML with every default written out, valid on its own: a run's
+    `spec.yaml`, the `.keras` metadata's spec (`build`, `train`: the model can be fused and
+    exported from the file alone) and a keras-hub backbone's config carry it."""
+    data = spec.model_dump(mode="json")
+    data["stages"] = [[_block(b) for b in stage] for stage in data["stages"]]
+    return f"# {note}\n" + format_text(dump_yaml(data), "spec.yaml")

@@ -7,6 +7,8 @@ and whole-network bounds. They run after `spec_from_document` in `plan.pipeline`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from ghostspec.diagnostics import Diagnostic
 from ghostspec.language.source import Document
 from ghostspec.language.spec import Spec
@@ -26,20 +28,44 @@ def total_stride(spec: Spec) -> int:
     return stride
 
 
-def network_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
-    """The input size against the total stride, and the feature taps against the trunk."""
+# Where an input size came from, for its diagnostics: (axis, message, hint) -> a Diagnostic
+# pointing at that axis (the spec's input.shape, a recipe's input_size, --input-size).
+SizeLocator = Callable[[int, str, str], Diagnostic]
+
+
+def in_document(doc: Document, path: tuple[str, ...]) -> SizeLocator:
+    """Size problems located at `path` (a list [H, W, ...]) in `doc`."""
+    return lambda axis, message, hint: doc.diagnostic((*path, axis), message, hint)
+
+
+def on_flag(flag: str) -> SizeLocator:
+    """Size problems of a size given on the command line, or by a caller, named `flag`."""
+    return lambda axis, message, hint: Diagnostic(file=flag, message=message, hint=hint)
+
+
+def input_size_problems(
+    spec: Spec, size: Sequence[int | None], locate: SizeLocator
+) -> list[Diagnostic]:
+    """The input size a network is planned at against its total stride: every size it is built
+    at passes here, the spec's own, a recipe's and one typed on the command line alike."""
     problems: list[Diagnostic] = []
     stride = total_stride(spec)
-    for axis, size in enumerate(spec.input.shape[:2]):
-        if size is not None and size < stride:
+    for axis, side in enumerate(size[:2]):
+        if side is not None and side < stride:
             problems.append(
-                doc.diagnostic(
-                    ("input", "shape", axis),
-                    f"{'height' if axis == 0 else 'width'} {size} is smaller than the network's "
+                locate(
+                    axis,
+                    f"{'height' if axis == 0 else 'width'} {side} is smaller than the network's "
                     f"total stride {stride}",
                     f"use an input of at least {stride}x{stride}, or fewer stride-2 blocks",
                 )
             )
+    return problems
+
+
+def network_problems(spec: Spec, doc: Document) -> list[Diagnostic]:
+    """The input size against the total stride, and the feature taps against the trunk."""
+    problems = input_size_problems(spec, spec.input.shape, in_document(doc, ("input", "shape")))
     head = spec.head
     if head.features is not None and not head.include_top:
         _, _, taps = resolve(head.features, head.taps, lower_trunk(spec))

@@ -14,7 +14,13 @@ from ghostspec.language.source import Document
 from ghostspec.language.spec import Spec
 from ghostspec.language.validate import load_spec_document as load_document
 from ghostspec.language.validate import spec_from_document
-from ghostspec.plan.checks import network_problems, size_problems
+from ghostspec.plan.checks import (
+    SizeLocator,
+    input_size_problems,
+    network_problems,
+    on_flag,
+    size_problems,
+)
 from ghostspec.plan.ir import Plan
 from ghostspec.plan.lower import lower
 
@@ -45,13 +51,22 @@ def plan(
     overrides: list[str] | tuple[str, ...] = (),
     *,
     input_size: tuple[int | None, int | None] | None = None,
+    size_from: SizeLocator | None = None,
 ) -> Plan:
-    """Load, validate and lower a spec (a path or a Spec) into a Plan. Raises SpecError."""
+    """Load, validate and lower a spec (a path or a Spec) into a Plan. Raises SpecError.
+
+    `input_size` replaces the spec's size and goes through the same checks (the total stride
+    first); `size_from` says where it came from, for the diagnostics (a recipe's input_size,
+    --input-size; by default "input size")."""
     if isinstance(source, Spec):
         if overrides:
             raise ValueError("overrides apply to spec files; change the Spec object instead")
         return lower(source, input_size)
     spec, doc = _load(source, overrides, None)
+    if input_size is not None:
+        wrong = input_size_problems(spec, input_size, size_from or on_flag("input size"))
+        if wrong:
+            raise SpecError(wrong)
     result = lower(spec, input_size)
     problems = size_problems(result, doc)
     if problems:

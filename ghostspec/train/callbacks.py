@@ -1,9 +1,10 @@
-"""Keras callbacks of a training run: EMA weights for validation, the live progress bar, and the
-run keeper (metrics, checkpoints, best model, early stopping, the one summary line per epoch).
+"""Keras callbacks of a training run: EMA weights for validation, the live progress bar, the
+stop on a non-finite loss, and the run keeper (metrics, checkpoints, best model, early stopping,
+TensorBoard scalars, the one summary line per epoch).
 
 Order matters: `EmaValidation` swaps the EMA weights in around fit's validation pass, so every
 validation figure is the EMA model's; `RunKeeper` then sees the epoch's train and validation logs
-and writes the run folder.
+and writes the run folder, the state last, so that a saved state has every file of its epoch.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from ghostspec.files import atomic_path
 from ghostspec.train.distill import DISTILL_METRIC
 from ghostspec.train.metrics import write_curves, write_metrics
 from ghostspec.train.optim import WarmupSchedule
-from ghostspec.train.run import (
-    RunFolder,
+from ghostspec.train.run import RunFolder
+from ghostspec.train.state import (
     RunState,
     checkpoint_name,
     remove_stale_checkpoints,
@@ -100,6 +101,35 @@ def save_checkpoint(model: keras.Model, target: Path) -> None:
         finally:
             with contextlib.suppress(OSError):
                 real.unlink()
+
+
+# ------------------------------------------------------------------------------ non-finite loss
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN or infinite in epoch `epoch` (1-based): the training loss at `step`
+    (1-based), or the validation loss after the epoch (`step` None)."""
+
+    def __init__(self, epoch: int, step: int | None, value: float) -> None:
+        super().__init__(f"non-finite loss {value} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raises NonFiniteLoss at the first step whose loss is not finite: nothing of that epoch
+    is kept (its weights are not), and the run folder keeps its last finite epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(value := float(loss)):
+            raise NonFiniteLoss(self._epoch + 1, batch + 1, value)
 
 
 # ------------------------------------------------------------------------------- EMA validation
@@ -259,9 +289,11 @@ class Stopping:
 
 
 class RunKeeper(keras.callbacks.Callback):
-    """After every epoch: the metrics row, best.keras when validation top-1 improves, the resume
-    checkpoint and state, last.keras every `checkpoint_every` epochs and at the end,
-    metrics.csv, curves.png, early stopping, and one summary line."""
+    """After every epoch: the metrics row, best.keras when validation top-1 improves, last.keras
+    every `checkpoint_every` epochs and at the end, metrics.csv, curves.png, the TensorBoard
+    scalars, then the resume checkpoint and state; early stopping, and one summary line.
+    The state is written last: a state on disk has every file of its epoch (the run is marked
+    finished only by `finish`, after its last files)."""
 
     def __init__(
         self,
@@ -278,9 +310,13 @@ class RunKeeper(keras.callbacks.Callback):
         echo: Echo,
         title: str,
         keep: int = 1,
+        scalars: ScalarLogs | None = None,
+        mark_first: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.keep = keep  # checkpoints kept: 2 for multi-worker runs (see write_state)
+        self.scalars = scalars
+        self.mark_first = dict(mark_first or {})  # columns for this session's first row only
         self.folder = folder
         self.state = state
         self.clock = clock
@@ -296,6 +332,9 @@ class RunKeeper(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = {k: float(v) for k, v in (logs or {}).items()}
+        for key in ("loss", "val_loss"):  # nothing of an epoch whose weights broke is kept
+            if key in logs and not math.isfinite(logs[key]):
+                raise NonFiniteLoss(epoch + 1, None, logs[key])
         state = self.state
         row: dict[str, float] = {
             "epoch": epoch + 1,
@@ -307,6 +346,8 @@ class RunKeeper(keras.callbacks.Callback):
         rate = self.clock.images_per_s
         if rate is not None:
             row["images_per_s"] = rate
+        row.update(self.mark_first)
+        self.mark_first = {}
         state.history.append(row)
         state.epoch = epoch + 1
 
@@ -325,13 +366,14 @@ class RunKeeper(keras.callbacks.Callback):
                     state.stopped_early = True
                     self.model.stop_training = True
         final = epoch + 1 >= self.epochs or state.stopped_early
-        state.finished = final
         if final or (epoch + 1) % self.checkpoint_every == 0:
             self.save_last()
             self.last_written = epoch + 1
-        self.write_state()
         write_metrics(self.folder.metrics, state.history)
         write_curves(self.folder.curves, state.history, self.title)
+        if self.scalars is not None:
+            self.scalars.write(epoch, row)
+        self.write_state()
         self.echo(summary_line(row, self.epochs, best))
         if state.stopped_early:
             assert self.stopping is not None
@@ -352,10 +394,14 @@ class RunKeeper(keras.callbacks.Callback):
             [int(v) for v in np.asarray(g.state.numpy()).ravel()]
             for g in seed_generators(self.model)
         ]
-        save_state(self.folder, state, snapshot=self.keep > 1)
+        save_state(self.folder.state_dir, state, snapshot=self.keep > 1)
         remove_stale_checkpoints(
-            self.folder, keep=range(max(0, state.epoch - self.keep + 1), state.epoch + 1)
+            self.folder.state_dir, keep=range(max(0, state.epoch - self.keep + 1), state.epoch + 1)
         )
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.scalars is not None:
+            self.scalars.close()
 
 
 def summary_line(row: dict[str, float], epochs: int, best: bool) -> str:
@@ -375,19 +421,17 @@ def summary_line(row: dict[str, float], epochs: int, best: bool) -> str:
 # --------------------------------------------------------------------------------- TensorBoard
 
 
-class ScalarLogs(keras.callbacks.Callback):
+class ScalarLogs:
     """TensorBoard scalars per epoch in `logs/train` and `logs/validation` (Keras' layout and
     names: epoch_loss, epoch_top1, ...; plus epoch_learning_rate and epoch_images_per_s).
 
     Written with TensorFlow's own `tf.summary.write` and the scalars plugin's metadata, so event
     files are made without the tensorboard package (Keras' TensorBoard callback needs it only
-    to fill in that metadata). Reads the row RunKeeper just recorded: put it after RunKeeper.
+    to fill in that metadata). RunKeeper writes each epoch's row here before the state.
     """
 
-    def __init__(self, folder: RunFolder, state: RunState) -> None:
-        super().__init__()
+    def __init__(self, folder: RunFolder) -> None:
         self.folder = folder
-        self.state = state
         self._writers: dict[str, Any] = {}
 
     def _writer(self, split: str) -> Any:
@@ -397,13 +441,10 @@ class ScalarLogs(keras.callbacks.Callback):
             self._writers[split] = tf.summary.create_file_writer(str(self.folder.logs / split))
         return self._writers[split]
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+    def write(self, epoch: int, row: dict[str, float]) -> None:
         import tensorflow as tf
         from tensorflow.core.framework import summary_pb2
 
-        if not self.state.history:
-            return
-        row = self.state.history[-1]
         scalars = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
         )
@@ -422,6 +463,7 @@ class ScalarLogs(keras.callbacks.Callback):
                                 tf.summary.write(f"epoch_{name}", value, epoch, metadata=scalars)
                 self._writer(split).flush()
 
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+    def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
+        self._writers = {}

@@ -19,6 +19,7 @@ from ghostspec.plan.ir import Classifier, Plan
 
 if TYPE_CHECKING:
     from ghostspec.language.recipe import Recipe, TeacherSpec
+    from ghostspec.plan.checks import SizeLocator
     from ghostspec.train.distribute import Cluster
 
 DEFAULT_SIZE = (224, 224)  # for specs that accept any input size and recipes that name none
@@ -50,13 +51,13 @@ def load_recipe_source(
 def recipe_problem(
     document: Callable[[], Document] | None,
     file: str,
-    path: tuple[str, ...],
+    path: tuple[str | int, ...],
     message: str,
     hint: str,
 ) -> SpecError:
     if document is not None:
         return SpecError([document().diagnostic(path, message, hint)])
-    return input_error(file, message, hint, path=".".join(path))
+    return input_error(file, message, hint, path=".".join(map(str, path)))
 
 
 def check_distill(
@@ -107,7 +108,14 @@ def check_distill(
         teacher_size = distill.teacher_input_size or (
             size if own[0] is None or own[1] is None else (int(own[0]), int(own[1]))
         )
-        plan = pipeline.plan(teacher.spec, input_size=(teacher_size[0], teacher_size[1]))
+        sized_by: tuple[str, ...] = (
+            ("distill", "teacher_input_size") if distill.teacher_input_size else ("input_size",)
+        )
+        plan = pipeline.plan(
+            teacher.spec,
+            input_size=(teacher_size[0], teacher_size[1]),
+            size_from=size_source(recipe, document, file, sized_by),
+        )
         head = plan.nodes[-1]
         if not isinstance(head, Classifier) or head.linear.cout != classes:
             got = head.linear.cout if isinstance(head, Classifier) else "no"
@@ -145,6 +153,39 @@ def cluster_of(recipe: Recipe, output: str | Path | None) -> Cluster | None:
             "add -o RUN_DIR (the chief writes it; the others keep a temporary copy)",
         )
     return cluster
+
+
+def check_run_place(run_dir: Path, inputs: Sequence[str | Path | None]) -> None:
+    """The run folder is none of the run's inputs and lies in none of their folders: inside the
+    image folder it would become a class of the next training on that folder."""
+    from ghostspec.files import check_not_an_input
+
+    check_not_an_input(
+        run_dir,
+        inputs,
+        what="run folder",
+        hint="put the run outside the image folder (-o RUN_DIR): inside it, the run folder "
+        "would become a class of the next training on that folder",
+    )
+
+
+def size_source(
+    recipe: Recipe,
+    document: Callable[[], Document] | None,
+    file: str,
+    key: tuple[str, ...] = ("input_size",),
+) -> SizeLocator:
+    """Where the size a run trains at comes from, for the planner's size checks: the recipe's
+    `key` when it names one (its --hp override too), else the default for a spec of any size."""
+    from ghostspec.plan.checks import on_flag
+
+    if key == ("input_size",) and recipe.input_size is None:
+        return on_flag(f"{file}: input_size (null: the spec's size, 224x224 for any size)")
+
+    def locate(axis: int, message: str, hint: str) -> Diagnostic:
+        return recipe_problem(document, file, (*key, axis), message, hint).diagnostics[0]
+
+    return locate
 
 
 def input_size(spec: Spec, recipe: Recipe) -> tuple[int, int]:

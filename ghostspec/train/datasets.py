@@ -40,6 +40,7 @@ def make_datasets(
 ) -> tuple[tensorflow.data.Dataset, tensorflow.data.Dataset, int]:
     """(train, val, steps per epoch) for `setup`; `shard` splits each global batch by worker."""
     from ghostspec.data.pipeline import check_samples, eval_dataset, train_dataset
+    from ghostspec.data.splits import coverage_warnings, report_coverage
     from ghostspec.train.distribute import shard_by_data
 
     s, recipe, plan = setup, setup.recipe, setup.plan
@@ -53,6 +54,14 @@ def make_datasets(
     # checked once here (warnings once), so the step count is known before fit
     checked = check_samples(s.images.splits["train"], strict=s.strict_data)
     steps = len(checked.samples) // recipe.batch_size
+    val_samples = s.images.splits.get("val") or ()
+    if not val_samples:
+        raise input_error(s.images.root, "the validation split is empty", "add images to val/")
+    val_checked = check_samples(val_samples, strict=s.strict_data)
+    # before training: classes it cannot learn or whose accuracy it never measures, by name
+    report_coverage(
+        coverage_warnings(s.images.classes, checked.samples, val_checked.samples, s.images.root)
+    )
     train = train_dataset(
         checked,  # already probed: the pipeline does not read the headers again
         batch=recipe.batch_size,
@@ -62,11 +71,8 @@ def make_datasets(
         start_epoch=start_epoch,  # a resumed run continues the data order of its epoch
         **common,
     )
-    val_samples = s.images.splits.get("val") or ()
-    if not val_samples:
-        raise input_error(s.images.root, "the validation split is empty", "add images to val/")
     val = eval_dataset(
-        val_samples,
+        val_checked,
         crop_pct=recipe.eval.crop_pct,
         batch=recipe.batch_size,
         strict=s.strict_data,

@@ -16,7 +16,6 @@ the run finishes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -63,7 +62,10 @@ class Cluster:
 
 
 def read_tf_config(text: str | None = None, *, required: bool = False) -> Cluster:
-    """Parse the TF_CONFIG environment variable with messages that say what is wrong."""
+    """This process's place in the TF_CONFIG cluster (`text`, else the environment variable),
+    validated as a document (`ghostspec.language.tfconfig`): located messages, exit 2."""
+    from ghostspec.language.tfconfig import parse_tf_config
+
     raw = os.environ.get("TF_CONFIG") if text is None else text
     if not raw:
         if required:
@@ -73,35 +75,13 @@ def read_tf_config(text: str | None = None, *, required: bool = False) -> Cluste
                 f"e.g. {TF_CONFIG_EXAMPLE} (see the README)",
             )
         return Cluster()
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise _problem(
-            "TF_CONFIG", f"is not valid JSON ({err.msg} at character {err.pos})"
-        ) from None
-    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
-        raise _problem(
-            "TF_CONFIG", 'must be a JSON object with a "cluster" mapping', TF_CONFIG_EXAMPLE
-        )
-    cluster = config["cluster"]
-    task = config.get("task") or {}
-    if not isinstance(task, dict) or "type" not in task or "index" not in task:
-        raise _problem("TF_CONFIG", 'needs "task": {"type": "worker", "index": N}')
-    task_type, index = task["type"], task["index"]
-    members = cluster.get(task_type)
-    if not isinstance(members, list) or not isinstance(index, int) or index < 0:
-        raise _problem("TF_CONFIG", f"task {task_type!r} index {index!r} is not in the cluster")
-    if index >= len(members):
-        raise _problem(
-            "TF_CONFIG",
-            f"task index {index} is out of range: the cluster has {len(members)} {task_type}(s)",
-        )
-    workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
+    config = parse_tf_config(raw)
+    cluster = config.cluster
     return Cluster(
-        task_type=str(task_type),
-        task_index=index,
-        workers=workers,
-        has_chief=bool(cluster.get("chief")),
+        task_type=config.task.type,
+        task_index=config.task.index,
+        workers=cluster.size,
+        has_chief=bool(cluster.chief),
     )
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ghostspec.plan.fuse import fuse_plan
 from ghostspec.train.outcome import Echo, RunResult
-from ghostspec.train.run import RunFolder, RunState
+from ghostspec.train.run import RunFolder, RunState, save_state
 
 if TYPE_CHECKING:
     from keras import Model
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 def model_metadata(setup: Setup) -> ModelMetadata:
     """What best.keras, last.keras and deploy.keras record besides their weights."""
+    from ghostspec.data.splits import validation_record
     from ghostspec.keras.modelfile import ModelMetadata
 
     s = setup
@@ -33,6 +34,7 @@ def model_metadata(setup: Setup) -> ModelMetadata:
         input_size=s.size,
         crop_pct=float(s.recipe.eval.crop_pct),
         spec=s.spec_text,
+        validation=validation_record(s.images, s.val_split, s.recipe.seed),
     )
 
 
@@ -44,9 +46,12 @@ def finish_run(
     metadata: ModelMetadata,
     echo: Echo,
 ) -> RunResult:
-    """The run's last files written and reported; a worker's own copy of the folder removed."""
+    """The run's last files written, then the state marked finished (a run is finished only
+    when every file is), and reported; a worker's own copy of the folder removed."""
     s = setup
     files = _finish_files(setup, twin, folder, metadata)
+    state.finished = True
+    save_state(folder.state_dir, state)
     best = state.best_top1
     echo(
         f"best val_top1 {best:.4f} at epoch {state.best_epoch} of {state.epoch}"

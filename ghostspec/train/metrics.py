@@ -29,14 +29,21 @@ COLUMNS = (
 # unweighted, at the recipe's temperature) after the training loss.
 DISTILL_COLUMN = "distill"
 
+# A resumed run that continued on a changed image folder (--allow-data-change) marks the first
+# epoch it trained on the new images with 1 (the column is there only when some row has it).
+DATA_CHANGED_COLUMN = "data_changed"
+
 Row = Mapping[str, float]
 
 
 def columns(history: Sequence[Row]) -> tuple[str, ...]:
+    names: tuple[str, ...] = COLUMNS
     if any(DISTILL_COLUMN in row for row in history):
         at = COLUMNS.index("loss") + 1
-        return (*COLUMNS[:at], DISTILL_COLUMN, *COLUMNS[at:])
-    return COLUMNS
+        names = (*COLUMNS[:at], DISTILL_COLUMN, *COLUMNS[at:])
+    if any(DATA_CHANGED_COLUMN in row for row in history):
+        names = (*names, DATA_CHANGED_COLUMN)
+    return names
 
 
 def metrics_csv(history: Sequence[Row]) -> str:

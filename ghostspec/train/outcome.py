@@ -1,4 +1,5 @@
-"""What a call of `train` hands back: a `RunResult`, or `Interrupted` after Ctrl-C.
+"""What a call of `train` hands back: a `RunResult`, `Interrupted` after Ctrl-C, or `Diverged`
+when the loss stopped being finite.
 
 Shared by the stages that end a run (`fit`, `finish`) and by the package's public face.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from ghostspec.diagnostics import SpecError
 
 Echo = Callable[[str], None]
 
@@ -34,3 +37,8 @@ class Interrupted(Exception):
         self.epoch = epoch
         self.signal = signal  # the KeyboardInterrupt (or the CLI's SIGTERM subclass) caught
         super().__init__(f"interrupted after {epoch} completed epoch(s); resume {run_dir}")
+
+
+class Diverged(SpecError):
+    """The training loss became NaN or infinite; the run folder keeps its last finite epoch.
+    A SpecError (exit 2): the recipe's settings do not train this network on this data."""
