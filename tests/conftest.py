@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}: the test needs no TensorFlow-only feature; CI runs it on every backend",
     )
-    config.addinivalue_line("markers", "gradients: the test trains (on PyTorch: gradients on)")
+    config.addinivalue_line("markers", "inference: trains nothing (on PyTorch: no gradients)")
     backend = config.getoption("--backend") or os.environ.get("KERAS_BACKEND") or "tensorflow"
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
         raise pytest.UsageError(f"Keras was imported before --backend {backend} could apply")
@@ -42,9 +42,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _inference_on_torch(request: pytest.FixtureRequest) -> Iterator[None]:
-    """On PyTorch, tests read outputs with numpy, which a tensor that needs gradients refuses:
-    tests are inference there (as torch.no_grad) unless marked `gradients`."""
-    if os.environ["KERAS_BACKEND"] != "torch" or request.node.get_closest_marker("gradients"):
+    """On PyTorch, numpy refuses a tensor that needs gradients: tests marked `inference` (that
+    read model outputs with numpy and train nothing) run as under torch.no_grad;
+    `inference(False)` on a test of such a module undoes it."""
+    marker = request.node.get_closest_marker("inference")
+    if os.environ["KERAS_BACKEND"] != "torch" or marker is None or marker.args[:1] == (False,):
         yield
         return
     import torch

@@ -141,6 +141,7 @@ def tiny_v2(features: bool = False) -> Any:
 
 
 @pytest.mark.backend_neutral
+@pytest.mark.inference
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="TensorFlow's CPU convs are channels-last")
 def test_channels_first_is_the_same_function(tmp_path: Path) -> None:
     """With image_data_format channels_first the model takes and returns (N, C, H, W) tensors:
@@ -176,6 +177,7 @@ def test_channels_first_is_the_same_function(tmp_path: Path) -> None:
 
 
 @pytest.mark.backend_neutral
+@pytest.mark.inference
 def test_layer_names_serve_every_backend_in_a_saved_file(tmp_path: Path) -> None:
     """Saving and loading (which PyTorch refused with dotted names) round-trips on this
     backend, and the loaded model maps back to the reference state dict."""

@@ -19,7 +19,8 @@ from ghostspec.language.reading import dump_yaml
 from ghostspec.plan.fuse import fuse_plan
 from ghostspec.plan.ir import BatchNorm, Conv, Linear, Plan, layer_name, nearest_indices
 
-pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
+# CI runs these on every Keras backend; on PyTorch without gradients (but the training step)
+pytestmark = [pytest.mark.backend_neutral, pytest.mark.inference]
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE = ROOT / "specs" / "large.yaml"
@@ -222,7 +223,7 @@ import numpy as np
 import keras
 model = keras.saving.load_model(sys.argv[1])
 data = np.load(sys.argv[2])
-out = np.asarray(model(data["x"], training=False))
+out = keras.ops.convert_to_numpy(model(data["x"], training=False))
 assert "ghostspec" not in sys.modules, "ghostspec was imported"
 print(float(np.abs(out - data["y"]).max()))
 """
@@ -254,7 +255,7 @@ def test_saved_model_loads_in_a_process_without_ghostspec(tmp_path: Path) -> Non
     assert float(result.stdout.strip().splitlines()[-1]) == 0.0
 
 
-@pytest.mark.gradients
+@pytest.mark.inference(False)  # it trains
 def test_a_training_step_updates_weights_and_batch_statistics() -> None:
     model = build_model(plan_of(tiny()))
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -19,7 +19,8 @@ from ghostspec.keras.weights import export_state_dict, load_weights, read_state_
 from ghostspec.language.reading import dump_yaml
 from ghostspec.plan.ir import Plan
 
-pytestmark = pytest.mark.backend_neutral  # CI runs these on every Keras backend
+# CI runs these on every Keras backend; on PyTorch without gradients (but the training step)
+pytestmark = [pytest.mark.backend_neutral, pytest.mark.inference]
 
 ROOT = Path(__file__).resolve().parents[1]
 
