@@ -27,7 +27,8 @@ from test_train import TINY
 
 from ghostspec import cli
 
-pytestmark = pytest.mark.backend_neutral  # tests/conftest.py: CI runs this file on every backend
+# tests/conftest.py: CI runs this file on every backend; it trains (PyTorch: gradients on)
+pytestmark = [pytest.mark.backend_neutral, pytest.mark.gradients]
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parents[1]
 # Measured resume tolerance per backend (max |difference| over every checkpointed array).
