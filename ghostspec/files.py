@@ -14,6 +14,7 @@ import errno
 import os
 import re
 import shutil
+import signal
 import stat
 import struct
 import sys
@@ -324,6 +325,20 @@ def _new_mode(existing: Path) -> int:
 
 
 @contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while a temporary is created and its name recorded: an interrupt
+    between the two would leave it behind. A signal that came meanwhile arrives on leaving."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
 def atomic_path(target: PathLike, *, inputs: Iterable[PathLike | None] = ()) -> Iterator[Path]:
     """Yield a temporary path beside the target (same suffix, lower-cased); on success it
     replaces the target.
@@ -336,15 +351,17 @@ def atomic_path(target: PathLike, *, inputs: Iterable[PathLike | None] = ()) -> 
     check_output(shown, inputs=inputs)
     real = _resolve_link(shown)
     directory = real.parent if str(real.parent) else Path(".")
+    temp: Path | None = None
     try:
-        fd, name = tempfile.mkstemp(
-            prefix=f".{real.name}.", suffix=f".tmp{real.suffix.lower()}", dir=directory
-        )
-    except OSError as err:
-        raise write_error(shown, err) from None
-    os.close(fd)
-    temp = Path(name)
-    try:
+        with _signals_held():
+            try:
+                fd, name = tempfile.mkstemp(
+                    prefix=f".{real.name}.", suffix=f".tmp{real.suffix.lower()}", dir=directory
+                )
+            except OSError as err:
+                raise write_error(shown, err) from None
+            os.close(fd)
+            temp = Path(name)
         try:
             yield temp
             os.chmod(temp, _new_mode(real))
@@ -358,8 +375,9 @@ def atomic_path(target: PathLike, *, inputs: Iterable[PathLike | None] = ()) -> 
                 raise
             raise write_error(shown, failure) from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                temp.unlink()
         raise
 
 
@@ -370,11 +388,13 @@ def atomic_directory(target: PathLike, *, inputs: Iterable[PathLike | None] = ()
     On any error or interrupt the new folder is removed and the target is untouched."""
     path = check_output_folder(target, inputs=inputs)
     parent = path.parent if str(path.parent) else Path(".")
+    temp: Path | None = None
     try:
-        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    except OSError as err:
-        raise write_error(path, err) from None
-    try:
+        with _signals_held():
+            try:
+                temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+            except OSError as err:
+                raise write_error(path, err) from None
         try:
             yield temp / "artifact"
             check_output_folder(path, inputs=inputs)  # files may have appeared meanwhile
@@ -390,7 +410,8 @@ def atomic_directory(target: PathLike, *, inputs: Iterable[PathLike | None] = ()
         except OSError as err:
             raise write_error(path, err) from None
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 # The names of the temporaries above: `atomic_path` writes `.<target name>.<8 random
@@ -437,17 +458,20 @@ def scratch_tempdir(beside: PathLike) -> Iterator[Path]:
     (Keras' saving) writes, and remove that folder afterwards: nothing is left in TMPDIR even
     when the library fails half-way."""
     parent = Path(beside).parent if str(Path(beside).parent) else Path(".")
-    try:
-        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
-    except OSError as err:
-        raise write_error(beside, err) from None
     previous = tempfile.tempdir
-    tempfile.tempdir = str(scratch)
+    scratch: Path | None = None
     try:
+        with _signals_held():
+            try:
+                scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
+            except OSError as err:
+                raise write_error(beside, err) from None
+            tempfile.tempdir = str(scratch)
         yield scratch
     finally:
         tempfile.tempdir = previous
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextlib.contextmanager

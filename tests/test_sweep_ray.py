@@ -47,6 +47,8 @@ class DieOnce:
 def cluster() -> Iterator[str]:
     """A head node and one worker node, 127.0.0.1 only, one CPU each, no dashboard."""
     # the worker processes import this module (the hook) and ghostspec from this tree
+    # (and the environment is put back afterwards: later tests start pip and fresh interpreters)
+    saved = dict(os.environ)
     path = os.environ.get("PYTHONPATH", "")
     here = (str(ROOT), str(ROOT / "tests"), path)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in here if p)
@@ -54,6 +56,14 @@ def cluster() -> Iterator[str]:
     # Ray turns 127.0.0.1 into the machine's outward address unless told this is one machine
     # (read when Ray is imported, so set first)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        yield from _cluster()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _cluster() -> Iterator[str]:
     pytest.importorskip("ray.tune.search.optuna")
     from ray.cluster_utils import Cluster
 

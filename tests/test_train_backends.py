@@ -28,7 +28,7 @@ from test_train import TINY
 from ghostspec import cli
 
 # tests/conftest.py: CI runs this file on every backend; it trains (PyTorch: gradients on)
-pytestmark = [pytest.mark.backend_neutral, pytest.mark.gradients]
+pytestmark = pytest.mark.backend_neutral
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parents[1]
 # Measured resume tolerance per backend (max |difference| over every checkpointed array).

@@ -35,6 +35,9 @@ def shipped_folders() -> tuple[str, ...]:
 def run(
     command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    # PYTHONPATH would let pip and the fresh interpreter see the checkout instead of the wheel
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
         command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
     )
