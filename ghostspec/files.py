@@ -50,6 +50,26 @@ def write_error(target: PathLike, err: OSError) -> SpecError:
     return _refuse(target, f"cannot write: {reason}; nothing was changed", hint)
 
 
+# What the operating system refuses about a path itself (not ghostspec's fault, not the data's).
+PATH_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS}
+)
+
+
+def path_error(err: OSError) -> SpecError | None:
+    """An OSError about a path the user gave (a name too long, a loop of links, no permission)
+    as a diagnostic on that path; None for other errors, which are ghostspec's to explain."""
+    if err.filename is None or err.errno not in PATH_ERRNOS:
+        return None
+    hint = {
+        errno.ENAMETOOLONG: "a file or folder name is longer than the file system allows "
+        "(usually 255 bytes); use a shorter name",
+        errno.ELOOP: "the path goes through a loop of symbolic links; check the links",
+        errno.ENOTDIR: "a part of the path is a file where a folder should be",
+    }.get(err.errno, "check the permissions of the path, or use another")
+    return _refuse(str(err.filename), f"cannot use this path: {err.strerror or err}", hint)
+
+
 def library_write_error(err: BaseException) -> OSError | None:
     """The OSError behind a library's failed write, or None when `err` is not one.
 

@@ -11,6 +11,7 @@ from isolation import assert_imports_no_framework
 
 import ghostspec
 from ghostspec import cli
+from ghostspec.diagnostics import SpecError
 from ghostspec.language.names import ENTRIES, REGISTRY, resolve
 from ghostspec.plan.fuse import fuse_plan
 
@@ -188,3 +189,27 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
     assert cli.run(["build", "ghostnet_10"]) == 2
 """
     )
+
+
+def test_a_name_too_long_for_the_file_system_is_a_diagnostic(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # e.g. a spec's text passed where its path belongs: the file system refuses such a name
+    text = "ghostspec: 1\nname: tiny\n" + "#" * 300
+    with pytest.raises(SpecError) as caught:
+        ghostspec.load(text)
+    assert "no such file" in str(caught.value)
+    assert cli.run(["validate", text]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    long = "x" * 300  # one component longer than any file system takes
+    for argv in (
+        ["fmt", long],
+        ["sweep", f"{long}.yaml"],
+        ["predict", f"{long}.keras", "."],
+        ["build", "ghostnet_050", "-o", f"{long}.keras"],
+        ["validate", f"{long}/spec.yaml"],
+    ):
+        assert cli.run(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "File name too long" in err and "Traceback" not in err, argv
+        assert err.startswith(argv[-1] if argv[0] == "build" else argv[1]), argv

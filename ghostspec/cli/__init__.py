@@ -128,14 +128,27 @@ def _handled(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         raise
+    except OSError as err:  # a path the system refuses, wherever the command met it
+        from ghostspec.files import path_error
+
+        problem = path_error(err)
+        if problem is None:
+            return _fault()
+        print(render_text(problem.diagnostics), file=sys.stderr)
+        return EXIT_INVALID
     except Exception:
-        traceback.print_exc()
-        print(
-            "ghostspec: internal error (the traceback above). This is a bug in ghostspec, not in "
-            "your input; please report it with the command you ran.",
-            file=sys.stderr,
-        )
-        return EXIT_FAULT
+        return _fault()
+
+
+def _fault() -> int:
+    """The exception being handled is a bug in ghostspec: its traceback and what to do."""
+    traceback.print_exc()
+    print(
+        "ghostspec: internal error (the traceback above). This is a bug in ghostspec, not in "
+        "your input; please report it with the command you ran.",
+        file=sys.stderr,
+    )
+    return EXIT_FAULT
 
 
 def _discard_output() -> None:

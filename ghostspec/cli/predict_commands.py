@@ -4,6 +4,7 @@ json or csv, on stdout or into a file (`ghostspec.predictor` does the work)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     images = predictor.collect_images(args.images)
     target = None
     if args.output:  # checked before the model loads: never an input, never in an input folder
-        run_folder = [args.model] if Path(args.model).is_dir() else []
+        run_folder = [args.model] if os.path.isdir(args.model) else []
         target = check_output(
             args.output,
             inputs=(*predictor.model_inputs(args.model), *images.files),

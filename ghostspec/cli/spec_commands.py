@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ def _validate_one(path: str, args: argparse.Namespace) -> dict[str, object]:
     from ghostspec.language.source import detect_language
 
     # a registered model name is not a file: the spec loader resolves it (or says what is wrong)
-    language = detect_language(path, LANGUAGES) if Path(path).exists() else None
+    language = detect_language(path, LANGUAGES) if os.path.exists(path) else None
     if language is SWEEP:
         from ghostspec.language.sweep import load_sweep
 

@@ -92,7 +92,11 @@ def resolve(source: str | Path) -> tuple[Path, tuple[str, ...]]:
     the closest registered names as a hint.
     """
     path = Path(source)
-    if path.exists() or not looks_like_name(source):
+    try:
+        exists = path.exists()
+    except OSError:  # a name too long for the file system, say: the reader reports it
+        exists = False
+    if exists or not looks_like_name(source):
         return path, ()
     entry = REGISTRY.get(str(source))
     if entry is not None:

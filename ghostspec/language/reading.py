@@ -265,9 +265,14 @@ def read_text(path: Path, language: Language = Language()) -> str:
     """The file's text, with clear diagnostics for the ways reading can fail."""
     name = str(path)
     noun = language.noun
-    if not path.exists():
+    try:
+        exists, folder = path.exists(), path.is_dir()
+    except OSError as err:  # the name is too long, or a link loops
+        message = f"cannot read this path: {err.strerror or err}"
+        raise SpecError([Diagnostic(file=name, message=message, hint="check the path")]) from None
+    if not exists:
         raise SpecError([Diagnostic(file=name, message="no such file", hint="check the path")])
-    if path.is_dir():
+    if folder:
         raise SpecError(
             [
                 Diagnostic(
