@@ -334,3 +334,34 @@ def test_reparameterised_branches_and_their_fused_form() -> None:
     fused = build_model(fused_plan)
     assert counts(fused) == (fused_plan.params, fused_plan.buffers)
     assert fused.get_layer("blocks-1-0-conv_dw").use_bias
+
+
+def test_first_weights_follow_keras_glorot_rule_drawn_on_the_host() -> None:
+    """Kernels start from Keras' Glorot-uniform rule (drawn by NumPy: JAX would compile a kernel
+    per shape), fixed by keras.utils.set_random_seed, and the config stays plain Keras."""
+    plan = plan_of(tiny())
+    keras.utils.set_random_seed(7)
+    first = build_model(plan)
+    keras.utils.set_random_seed(7)
+    again = build_model(plan)
+    keras.utils.set_random_seed(8)
+    other = build_model(plan)
+    kernels = [layer for layer in first.layers if isinstance(layer, keras.layers.Conv2D)]
+    kernels += [layer for layer in first.layers if isinstance(layer, keras.layers.Dense)]
+    assert len(kernels) > 10
+    for layer in kernels:
+        attribute = "depthwise" if isinstance(layer, keras.layers.DepthwiseConv2D) else "kernel"
+        config = layer.get_config()[f"{attribute}_initializer"]
+        assert config["class_name"] == "GlorotUniform" and config["config"]["seed"] is None
+        weights = keras.ops.convert_to_numpy(getattr(layer, f"{attribute}").value)
+        same = again.get_layer(layer.name).get_weights()[0]
+        np.testing.assert_array_equal(weights, same)
+        assert not np.array_equal(weights, other.get_layer(layer.name).get_weights()[0])
+        shape = weights.shape
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fans = (shape[-2] + shape[-1]) * receptive / 2
+        limit = np.sqrt(3.0 / max(1.0, fans))
+        assert np.abs(weights).max() <= limit
+        if weights.size >= 2000:  # a uniform draw of this size fills its range
+            assert np.abs(weights).max() > 0.95 * limit
+            assert abs(weights.std() - limit / np.sqrt(3)) < 0.05 * limit

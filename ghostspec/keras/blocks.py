@@ -13,9 +13,11 @@ only the axes of BatchNorm, concatenation, slicing and upsampling do (`channel_a
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import math
+from typing import Any, TypeAlias
 
 import keras
+import numpy as np
 from keras import layers
 
 from ghostspec.keras.layers import LegacyNearestUpsample
@@ -59,6 +61,42 @@ ZEROS = keras.initializers.Zeros()
 ONES = keras.initializers.Ones()
 
 
+class HostGlorotUniform:
+    """Keras' Glorot-uniform rule drawn by NumPy from the Keras initializer's own seed.
+
+    The layer keeps Keras' GlorotUniform in its config (so the file and `from_config` are plain
+    Keras); only its first weights come from here, because JAX compiles its random-number kernel
+    once per weight shape (0.3-0.9 s each on a CPU: most of a model's build time there). The
+    seed comes from Python's `random` like Keras', so `keras.utils.set_random_seed` still fixes
+    the weights, and every backend draws the same ones.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> np.ndarray:
+        receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+        fan_in = shape[-2] * receptive if len(shape) > 1 else shape[0]
+        fan_out = shape[-1] * receptive
+        limit = math.sqrt(3.0 / max(1.0, (fan_in + fan_out) / 2.0))  # scale 1, fan_avg
+        draw = np.random.default_rng(self.seed).uniform(-limit, limit, size=shape)
+        return draw.astype(keras.backend.standardize_dtype(dtype or keras.config.floatx()))
+
+
+def built_on_host(layer: layers.Layer, attribute: str, x: Tensor) -> Tensor:
+    """Call `layer` on `x` (which creates its weights) with its random initializer `attribute`
+    drawn on the host; the layer keeps the Keras initializer for its config."""
+    initializer = getattr(layer, attribute)
+    seed = getattr(initializer, "seed", None)
+    if type(initializer) is not keras.initializers.GlorotUniform or not isinstance(seed, int):
+        return layer(x)
+    setattr(layer, attribute, HostGlorotUniform(seed))
+    try:
+        return layer(x)
+    finally:
+        setattr(layer, attribute, initializer)
+
+
 def channels_first() -> bool:
     return str(keras.config.image_data_format()) == "channels_first"
 
@@ -97,9 +135,9 @@ def conv(x: Tensor, op: Conv, act: str = "linear") -> Tensor:
     }
     if op.depthwise:
         layer: layers.Layer = layers.DepthwiseConv2D(depth_multiplier=op.depth_multiplier, **common)
-    else:
-        layer = layers.Conv2D(op.cout, groups=op.groups, **common)
-    return layer(x)
+        return built_on_host(layer, "depthwise_initializer", x)
+    layer = layers.Conv2D(op.cout, groups=op.groups, **common)
+    return built_on_host(layer, "kernel_initializer", x)
 
 
 def batch_norm(x: Tensor, op: BatchNorm) -> Tensor:
@@ -351,4 +389,5 @@ def classifier(x: Tensor, node: Classifier) -> Tensor:
     if node.dropout > 0:
         x = layers.Dropout(node.dropout, name=layer_name(node.name, "dropout"))(x)
     act = ACTIVATIONS[node.activation]
-    return layers.Dense(node.linear.cout, activation=act, name=node.linear.layer_name)(x)
+    dense = layers.Dense(node.linear.cout, activation=act, name=node.linear.layer_name)
+    return built_on_host(dense, "kernel_initializer", x)
