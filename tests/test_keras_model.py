@@ -15,6 +15,7 @@ import pytest
 import ghostspec
 from ghostspec.keras import build_model
 from ghostspec.keras.blocks import ACTIVATIONS
+from ghostspec.keras.layers import DepthwiseConv2D as TapDepthwiseConv2D
 from ghostspec.language.reading import dump_yaml
 from ghostspec.plan.fuse import fuse_plan
 from ghostspec.plan.ir import BatchNorm, Conv, Linear, Plan, layer_name, nearest_indices
@@ -92,6 +93,11 @@ def test_weight_layers_are_named_after_reference_modules(
         "conv_head": keras.layers.Conv2D,
         "classifier": keras.layers.Dense,
     }
+    if keras.backend.backend() == "jax":  # see ghostspec.keras.layers
+        kinds = {
+            k: TapDepthwiseConv2D if v is keras.layers.DepthwiseConv2D else v
+            for k, v in kinds.items()
+        }
     for name, kind in kinds.items():
         assert type(model.get_layer(name)) is kind, name
     for name in ("conv_stem-pad", "blocks-3-0-ghost1-concat", "blocks-3-0-add", "global_pool"):
@@ -121,8 +127,14 @@ def test_names_are_deterministic() -> None:
 
 
 def test_only_standard_layers(large: tuple[Plan, keras.Model]) -> None:
+    """Standard Keras layers only, so the file loads without ghostspec; on JAX the depthwise
+    convs are ghostspec's subclass (XLA's CPU grouped convolution is slow)."""
     _, model = large
+    jax = keras.backend.backend() == "jax"
     for layer in model.layers:
+        if jax and isinstance(layer, keras.layers.DepthwiseConv2D):
+            assert type(layer) is TapDepthwiseConv2D, layer.name
+            continue
         assert type(layer).__module__.startswith("keras.src.layers."), layer.name
         assert not isinstance(layer, keras.layers.Lambda)
     config = json.dumps(model.get_config())
@@ -231,6 +243,8 @@ print(float(np.abs(out - data["y"]).max()))
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras' saver
 def test_saved_model_loads_in_a_process_without_ghostspec(tmp_path: Path) -> None:
+    if keras.backend.backend() == "jax":
+        pytest.skip("a model built on JAX holds ghostspec's DepthwiseConv2D")
     # ratio 3 exercises the slice layer, the SE the activations inside convs
     doc = tiny(ghost={"ratio": 3, "cheap_kernel": 3}, divisor=1)
     doc["stages"][1][0] = [48, 23, 0.25, 2, 5]
@@ -365,3 +379,39 @@ def test_first_weights_follow_keras_glorot_rule_drawn_on_the_host() -> None:
         if weights.size >= 2000:  # a uniform draw of this size fills its range
             assert np.abs(weights).max() > 0.95 * limit
             assert abs(weights.std() - limit / np.sqrt(3)) < 0.05 * limit
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "multiplier"),
+    [
+        (3, 1, "same", 1),
+        (3, 2, "valid", 1),
+        (5, 2, "valid", 2),
+        ((1, 5), 1, "same", 1),
+        ((5, 1), 2, "same", 3),
+    ],
+)
+def test_tap_by_tap_depthwise_is_the_standard_depthwise_conv(
+    layout: str, kernel: Any, stride: int, padding: str, multiplier: int
+) -> None:
+    """JAX's tap-by-tap depthwise conv computes Keras' DepthwiseConv2D (elsewhere it is it)."""
+    if layout == "channels_first" and keras.backend.backend() == "tensorflow":
+        pytest.skip("TensorFlow has no channels-first depthwise conv on a CPU")
+    rng = np.random.default_rng(3)
+    settings = dict(kernel_size=kernel, strides=stride, padding=padding, data_format=layout)
+    settings.update(depth_multiplier=multiplier, use_bias=True, activation="relu")
+    standard = keras.layers.DepthwiseConv2D(**settings)
+    shifted = TapDepthwiseConv2D(**settings)
+    shape = (2, 11, 12, 6) if layout == "channels_last" else (2, 6, 11, 12)
+    for layer in (standard, shifted):
+        layer.build(shape)
+    values = [rng.standard_normal(tuple(w.shape)).astype("float32") for w in standard.weights]
+    standard.set_weights(values)
+    shifted.set_weights(values)
+    x = rng.standard_normal(shape).astype("float32")
+    expected = keras.ops.convert_to_numpy(standard(x))
+    got = keras.ops.convert_to_numpy(shifted(x))
+    assert got.shape == expected.shape and expected.std() > 0.5
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert shifted.get_config() == {**standard.get_config(), "name": shifted.name}

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from ghostspec.keras.layers import DepthwiseConv2D as TapDepthwiseConv2D
 from ghostspec.keras.layers import LegacyNearestUpsample
 from ghostspec.plan.ir import (
     HALVES,
@@ -134,7 +135,11 @@ def conv(x: Tensor, op: Conv, act: str = "linear") -> Tensor:
         "name": op.layer_name,
     }
     if op.depthwise:
-        layer: layers.Layer = layers.DepthwiseConv2D(depth_multiplier=op.depth_multiplier, **common)
+        # JAX: XLA's grouped convolution is slow on CPUs (see ghostspec.keras.layers)
+        kind = layers.DepthwiseConv2D
+        if keras.backend.backend() == "jax":
+            kind = TapDepthwiseConv2D
+        layer: layers.Layer = kind(depth_multiplier=op.depth_multiplier, **common)
         return built_on_host(layer, "depthwise_initializer", x)
     layer = layers.Conv2D(op.cout, groups=op.groups, **common)
     return built_on_host(layer, "kernel_initializer", x)

@@ -55,6 +55,7 @@ HINT = "use a .keras file written by `ghostspec build` (or by ghostspec's traini
 GHOSTSPEC_LAYERS = frozenset(
     {
         "ghostspec>LegacyNearestUpsample",
+        "ghostspec>DepthwiseConv2D",
         "ghostspec>WarmupSchedule",
         "ghostspec>L2SGD",
         "ghostspec>TFRMSprop",
