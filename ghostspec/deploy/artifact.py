@@ -236,8 +236,7 @@ def _tflite(
     from ghostspec.deploy.tflite import tflite_interpreter, tflite_runner
 
     try:
-        interpreter = tflite_interpreter(content, threads)
-        interpreter.allocate_tensors()
+        interpreter = tflite_interpreter(content, threads)  # allocated
     except (ValueError, RuntimeError) as err:
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise _error(path, f"is not a TFLite model ghostspec can load ({reason})") from None

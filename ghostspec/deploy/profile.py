@@ -210,8 +210,7 @@ class _Timed:
     def __init__(self, content: bytes, threads: int, value: np.ndarray) -> None:
         from ghostspec.deploy.tflite import tflite_interpreter
 
-        self.interpreter = tflite_interpreter(content, threads=threads)
-        self.interpreter.allocate_tensors()
+        self.interpreter = tflite_interpreter(content, threads=threads)  # allocated
         detail = self.interpreter.get_input_details()[0]
         if detail["dtype"] == np.int8:
             scale, zero = detail["quantization"]

@@ -13,9 +13,11 @@ INPUT_NAME = "input"  # the input's name in every exported signature
 
 
 def tflite_interpreter(content: bytes, threads: int | None = None) -> Any:
-    """The one place that picks the TFLite interpreter: LiteRT when installed, else tf.lite."""
+    """The one place that picks the TFLite interpreter (LiteRT when installed, else tf.lite),
+    with its tensors allocated. XNNPACK, its default delegate, refuses some int8 graphs ("failed
+    to prepare", depending on the weights' values); those run on the built-in kernels instead."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:  # pragma: no cover - depends on the environment
         from ghostspec.needs import require_tensorflow
 
@@ -23,7 +25,20 @@ def tflite_interpreter(content: bytes, threads: int | None = None) -> Any:
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter
-    return Interpreter(model_content=content, num_threads=threads)
+        OpResolverType = tf.lite.experimental.OpResolverType
+    interpreter = Interpreter(model_content=content, num_threads=threads)
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError as err:
+        if "XNNPACK" not in str(err):
+            raise
+        interpreter = Interpreter(
+            model_content=content,
+            num_threads=threads,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        interpreter.allocate_tensors()
+    return interpreter
 
 
 def run_tflite(content: bytes, batch: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -35,7 +50,6 @@ def tflite_runner(content: bytes, threads: int | None = None) -> Callable[[np.nd
     """A TFLite model as a function of float32 batches of any length: one interpreter, run at
     the model's own batch size (a last short chunk padded), int8 I/O (de)quantized."""
     interpreter = tflite_interpreter(content, threads)
-    interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     n = int(inp["shape"][0])
