@@ -1,4 +1,4 @@
-"""The Keras 3 backend: a Plan becomes a functional keras.Model built from standard layers only.
+"""The Keras 3 backend: a Plan becomes a functional keras.Model built from standard layers.
 
 Takes: a Plan. `model` and `blocks` build the functional model; `fusion` folds the deploy form;
 `weights` reads and writes reference state dicts (`torchfile` reads .pth without torch);
@@ -9,9 +9,9 @@ Never imports: TensorFlow, the training, data, deploy or views rooms, or the pac
 
 The model uses no custom layers, no Lambda and no tf.* calls (only `keras.layers` and
 `keras.ops`, so it runs on every Keras backend), so a saved `.keras` file loads with
-plain `keras.saving.load_model` in a process that never imports ghostspec. The one exception is
-GhostNetV2's attention with a dynamic input size (see `ghostspec.keras.layers`): that file loads
-after `import ghostspec.keras.layers`.
+plain `keras.saving.load_model` in a process that never imports ghostspec. Two exceptions load
+after `import ghostspec.keras.layers` (see there): GhostNetV2's attention with a dynamic input
+size, and models built on JAX, whose depthwise convs are computed tap by tap.
 
 Layer names are deterministic and derived from the plan, which keeps the reference (timm / Huawei)
 module names as the contract for state dicts. A layer's name is its reference module's name with

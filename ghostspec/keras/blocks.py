@@ -256,7 +256,7 @@ def dfc_attention(x: Tensor, out: Tensor, op: Dfc) -> Tensor:
     1 x k and k x 1 depthwise conv+BN, sigmoid gate, nearest upsampling, times the module output.
 
     With static sizes the upsampling is made of standard layers. With a dynamic input size the
-    indices depend on the run-time shape, and the one custom layer, LegacyNearestUpsample, does
+    indices depend on the run-time shape, and the custom layer LegacyNearestUpsample does
     it: such a model's `.keras` file loads after `import ghostspec.keras`.
     """
     g = layers.AveragePooling2D(op.pool, strides=op.pool, name=layer_name(op.name, "pool"))(x)
