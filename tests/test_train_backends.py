@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import pytest
 from imagegen import make_shapes
-from test_train import TINY
+from test_train import TINY, _checkpoint_arrays
 
 from ghostspec import cli
 
@@ -202,20 +202,6 @@ def test_best_keras_predicts_on_this_backend(trained: Path) -> None:
     last = load_model_file(trained / "last.keras").model
     steps = (4 * 45) // 16  # 45 training images per class (a quarter of 60 in val/)
     assert int(keras.ops.convert_to_numpy(last.optimizer.iterations)) == EPOCHS * steps
-
-
-def _checkpoint_arrays(run: Path) -> dict[str, np.ndarray]:
-    import h5py
-
-    (checkpoint,) = (run / "state").glob("epoch-*.weights.h5")
-    arrays: dict[str, np.ndarray] = {}
-    with h5py.File(checkpoint, "r") as f:
-        f.visititems(
-            lambda name, item: (
-                arrays.__setitem__(name, np.array(item)) if isinstance(item, h5py.Dataset) else None
-            )
-        )
-    return arrays
 
 
 def test_resume_equals_uninterrupted(
